@@ -1,0 +1,24 @@
+#!/usr/bin/env node
+/** The `janus4o` command line. One file per command under src/cli/; this file only wires them up. */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { COMMANDS } from './commands';
+import { reportCliError } from './errors';
+
+async function main(): Promise<void> {
+  let cli = yargs(hideBin(process.argv))
+    .scriptName('janus4o')
+    .strict()
+    .demandCommand(1, 'Name a command (see --help).')
+    .recommendCommands()
+    .help()
+    .fail((msg, err) => {
+      throw err ?? new Error(msg);
+    });
+  for (const c of COMMANDS) cli = cli.command(c);
+  await cli.parseAsync();
+}
+
+main().catch((e: unknown) => {
+  process.exitCode = reportCliError(e);
+});
