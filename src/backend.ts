@@ -3,6 +3,8 @@
  * pure-JS cpu backend, and says which one it took and why the others were skipped.
  */
 import * as tf from '@tensorflow/tfjs-core';
+// Gradients of every op (see gradients.ts).
+import './gradients';
 import * as path from 'path';
 import { registerTrainingKernels } from './kernels';
 

@@ -3,7 +3,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { COMMANDS } from './commands';
-import { reportCliError } from './errors';
+import { UserError, reportCliError } from './errors';
 
 async function main(): Promise<void> {
   let cli = yargs(hideBin(process.argv))
@@ -13,7 +13,7 @@ async function main(): Promise<void> {
     .recommendCommands()
     .help()
     .fail((msg, err) => {
-      throw err ?? new Error(msg);
+      throw err ?? new UserError(msg);
     });
   for (const c of COMMANDS) cli = cli.command(c);
   await cli.parseAsync();

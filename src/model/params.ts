@@ -11,6 +11,8 @@
  * the checkpoint stores them (PyTorch Linear [out, in], Conv2d OIHW), so io code can convert losslessly.
  */
 import * as tf from '@tensorflow/tfjs-core';
+// Gradients of every op (see gradients.ts).
+import '../gradients';
 import seedrandom from 'seedrandom';
 
 export type ParamLayout = 'plain' | 'linear' | 'conv2d';
@@ -41,7 +43,11 @@ export function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
+let storeCounter = 0;
+
 export class ParamStore {
+  /** tfjs variable names are process-global, so each store prefixes its own (two models can coexist). */
+  readonly id = ++storeCounter;
   private readonly specs = new Map<string, ParamSpec>();
   private readonly vars = new Map<string, tf.Variable>();
 
@@ -112,7 +118,7 @@ export class ParamStore {
     tf.tidy(() => {
       const t = tf.tensor(values, spec.shape, 'float32');
       if (existing) existing.assign(t);
-      else this.vars.set(name, tf.variable(t, true, `${name}`));
+      else this.vars.set(name, tf.variable(t, true, `s${this.id}/${name}`));
     });
   }
 

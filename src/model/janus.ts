@@ -1,0 +1,177 @@
+/**
+ * Janus4o: the unified decoder-only model. One sequence mixes text embeddings, image-token embeddings
+ * (gen_aligner(gen_embed(id))) and image features (SigLIP -> aligner); the LLaMA decoder runs over it; image
+ * logits come from gen_head and text logits from lm_head at chosen positions.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { JanusConfig, presetConfig, validateConfig } from './config';
+import { GenerationModules } from './heads';
+import { KVCache } from './kv_cache';
+import { MlpProjector } from './layers';
+import { BlockWrapper, LlamaDecoder } from './llama';
+import { ParamStore } from './params';
+import { SequenceInput, checkSequence } from './sequence';
+
+export interface ForwardOptions {
+  /** Flat positions (into B*L) at which to return image logits. */
+  imageLogitsAt?: ArrayLike<number>;
+  /** Flat positions at which to return text logits (lm_head). */
+  textLogitsAt?: ArrayLike<number>;
+  /** Also return the final-normed hidden states [B, L, D]. */
+  returnHidden?: boolean;
+  /** Continue from (and extend) this cache. */
+  cache?: KVCache;
+  /** Wraps each decoder block, e.g. for activation checkpointing (ignored with a cache). */
+  blockWrapper?: BlockWrapper;
+}
+
+export interface ForwardOutput {
+  imageLogits?: tf.Tensor2D;
+  textLogits?: tf.Tensor2D;
+  hidden?: tf.Tensor3D;
+}
+
+export interface CreateOptions {
+  /** Seed of the random initialisation (default 0). */
+  seed?: number | string;
+  /** Leave weights unallocated (for planning or before loading a checkpoint). */
+  allocate?: boolean;
+}
+
+export class Janus4o {
+  readonly params = new ParamStore();
+  readonly llm: LlamaDecoder;
+  readonly gen: GenerationModules;
+  /** Understanding aligner: SigLIP features -> LLM width (`aligner.layers.{0,2}`). */
+  readonly aligner: MlpProjector;
+
+  constructor(readonly config: JanusConfig) {
+    validateConfig(config);
+    this.llm = new LlamaDecoder(this.params, config.llm);
+    this.gen = new GenerationModules(this.params, config);
+    this.aligner = new MlpProjector(this.params, 'aligner', config.siglip.width, config.llm.hiddenSize);
+  }
+
+  /** Builds a model from a config or preset name; weights randomly initialised from `seed` unless allocate=false. */
+  static create(config: JanusConfig | string, opts: CreateOptions = {}): Janus4o {
+    const cfg = typeof config === 'string' ? presetConfig(config) : config;
+    const model = new Janus4o(cfg);
+    if (opts.allocate !== false) model.params.materialize(opts.seed ?? 0);
+    return model;
+  }
+
+  /** Number of parameters (declared, whether allocated or not). */
+  parameterCount(filter?: (name: string) => boolean): number {
+    return this.params.count(filter);
+  }
+
+  /** A new empty KV cache for `batch` rows, sized by this model's config. */
+  newCache(batch: number): KVCache {
+    return new KVCache(batch, this.config.llm.numLayers, this.config.llm.maxPositionEmbeddings);
+  }
+
+  /** Assembles the input embeddings [B, L, D] of a checked sequence. */
+  private embed(input: SequenceInput, batch: number, length: number): tf.Tensor3D {
+    const d = this.config.llm.hiddenSize;
+    const ids = tf.tensor1d(input.textIds.flat(), 'int32');
+    const text = this.llm.embed(ids);
+    const parts: tf.Tensor2D[] = [text];
+    const n = batch * length;
+    let source: Int32Array | null = null;
+    let offset = n;
+    if (input.genTokens && input.genTokens.positions.length > 0) {
+      const gids = input.genTokens.ids instanceof tf.Tensor ? tf.cast(input.genTokens.ids, 'int32') : tf.tensor1d(Array.from(input.genTokens.ids), 'int32');
+      parts.push(this.gen.imageTokenEmbeds(gids as tf.Tensor1D));
+      source = identity(n);
+      const pos = input.genTokens.positions;
+      for (let i = 0; i < pos.length; i++) source[pos[i]] = offset + i;
+      offset += pos.length;
+    }
+    if (input.imageEmbeds && input.imageEmbeds.positions.length > 0) {
+      parts.push(input.imageEmbeds.embeds);
+      source = source ?? identity(n);
+      const pos = input.imageEmbeds.positions;
+      for (let i = 0; i < pos.length; i++) source[pos[i]] = offset + i;
+    }
+    // One gather from [text; image tokens; image features] places every row; its gradient is a segment sum.
+    const rows = source ? tf.gather(tf.concat(parts, 0), tf.tensor1d(source, 'int32')) : text;
+    return tf.reshape(rows, [batch, length, d]) as tf.Tensor3D;
+  }
+
+  /** Full (or cache-continuing) forward. Call inside tf.tidy; outputs are ordinary tensors of that scope. */
+  forward(input: SequenceInput, opts: ForwardOptions = {}): ForwardOutput {
+    const cfg = this.config;
+    const cache = opts.cache ?? null;
+    if (cache && cache.batch !== input.textIds.length) {
+      throw new Error(`Invalid model input: the KV cache holds ${cache.batch} rows but ${input.textIds.length} rows were given`);
+    }
+    const checked = checkSequence(input, {
+      textVocab: cfg.llm.vocabSize,
+      imageVocab: cfg.vq.codebookSize,
+      hidden: cfg.llm.hiddenSize,
+      maxPositions: cfg.llm.maxPositionEmbeddings,
+      pastLength: cache ? cache.length : 0,
+      pastNextPosition: cache && cache.length > 0 ? cache.nextPosition : undefined,
+    });
+    const embeds = this.embed(input, checked.batch, checked.length);
+    const hidden = this.llm.forward({ embeds, positions: checked.positions, mask: checked.mask }, cache, opts.blockWrapper);
+    return this.heads(hidden, checked.batch * checked.length, opts);
+  }
+
+  private heads(hidden: tf.Tensor3D, n: number, opts: ForwardOptions): ForwardOutput {
+    const out: ForwardOutput = {};
+    const flat = tf.reshape(hidden, [n, this.config.llm.hiddenSize]) as tf.Tensor2D;
+    const pick = (at: ArrayLike<number>, what: string) => {
+      for (let i = 0; i < at.length; i++) {
+        if (!Number.isInteger(at[i]) || at[i] < 0 || at[i] >= n) throw new Error(`Invalid model input: ${what} position ${at[i]} is outside 0..${n - 1}`);
+      }
+      return tf.gather(flat, tf.tensor1d(Array.from(at), 'int32'));
+    };
+    if (opts.imageLogitsAt) out.imageLogits = this.gen.genHead.apply(pick(opts.imageLogitsAt, 'imageLogitsAt')) as tf.Tensor2D;
+    if (opts.textLogitsAt) out.textLogits = this.gen.lmHead.apply(pick(opts.textLogitsAt, 'textLogitsAt')) as tf.Tensor2D;
+    if (opts.returnHidden) out.hidden = hidden;
+    return out;
+  }
+
+  /**
+   * Decoding step with the cache: one new image token per row (ids [B], e.g. the sampled token fed to every CFG
+   * row), returns the image logits [B, V] of the new position. Keeps no intermediate tensors.
+   */
+  stepImageTokens(cache: KVCache, ids: tf.Tensor1D | ArrayLike<number>): tf.Tensor2D {
+    return tf.tidy(() => {
+      const b = cache.batch;
+      const padId = 0;
+      const input: SequenceInput = {
+        textIds: Array.from({ length: b }, () => [padId]),
+        genTokens: { positions: Array.from({ length: b }, (_, r) => r), ids: ids instanceof tf.Tensor ? ids : Array.from(ids) },
+      };
+      const out = this.forward(input, { cache, imageLogitsAt: Array.from({ length: b }, (_, r) => r) });
+      return out.imageLogits!;
+    });
+  }
+
+  /** Frees every weight (and the RoPE tables). */
+  dispose(): void {
+    this.params.dispose();
+    this.llm.rotary.dispose();
+  }
+}
+
+function identity(n: number): Int32Array {
+  const a = new Int32Array(n);
+  for (let i = 0; i < n; i++) a[i] = i;
+  return a;
+}
+
+/**
+ * Mean cross-entropy of image logits [N, V] against target ids [N] (float32, like the reference's fp32 loss).
+ */
+export function imageTokenLoss(logits: tf.Tensor2D, targets: tf.Tensor1D | ArrayLike<number>): tf.Scalar {
+  return tf.tidy(() => {
+    const v = logits.shape[1];
+    const t = targets instanceof tf.Tensor ? tf.cast(targets, 'int32') : tf.tensor1d(Array.from(targets), 'int32');
+    const logp = tf.logSoftmax(logits);
+    const picked = tf.sum(tf.mul(logp, tf.oneHot(t as tf.Tensor1D, v)), 1);
+    return tf.neg(tf.mean(picked)) as tf.Scalar;
+  });
+}

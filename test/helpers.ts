@@ -1,0 +1,40 @@
+/** Shared test utilities. */
+import * as tf from '@tensorflow/tfjs-core';
+import seedrandom from 'seedrandom';
+import { JanusConfig, presetConfig } from '../src/model/config';
+
+/** A deterministic integer generator for test inputs. */
+export function intRng(seed: string): (n: number) => number {
+  const r = seedrandom(seed);
+  return (n: number) => Math.floor(r() * n);
+}
+
+/** A small config for fast model tests: tiny preset with a narrower, shallower LLM. */
+export function microConfig(overrides: { hidden?: number; layers?: number; heads?: number; kvHeads?: number; vocab?: number; imageVocab?: number } = {}): JanusConfig {
+  const hidden = overrides.hidden ?? 32;
+  const heads = overrides.heads ?? 2;
+  return presetConfig('tiny', {
+    name: 'micro',
+    llm: {
+      hiddenSize: hidden,
+      numLayers: overrides.layers ?? 2,
+      numHeads: heads,
+      numKvHeads: overrides.kvHeads ?? heads,
+      intermediateSize: hidden * 2,
+      vocabSize: overrides.vocab ?? 48,
+      maxPositionEmbeddings: 128,
+    },
+    vq: { codebookSize: overrides.imageVocab ?? 40 },
+  });
+}
+
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length mismatch ${a.length} vs ${b.length}`);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+export async function values(t: tf.Tensor): Promise<Float32Array> {
+  return (await t.data()) as Float32Array;
+}
