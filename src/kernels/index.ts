@@ -1,8 +1,16 @@
 /**
  * Kernels that training needs and the stock backends lack or run too slowly. Registered once, before a
- * backend initialises (see ../backend.ts).
+ * backend initialises (see ../backend.ts):
+ *  - wasm: Conv2DBackpropFilter (missing), Conv2DBackpropInput (stock is a scalar loop), BatchMatMul (stock
+ *    uses XNNPACK only for untransposed unbatched products), UnsortedSegmentSum (missing);
+ *  - cpu: UnsortedSegmentSum (stock is O(numSegments * N * D)).
  */
+import { registerWasmBatchMatMul } from './batch_mat_mul';
+import { registerWasmConv2DBackpropFilter } from './conv2d_backprop_filter';
+import { registerWasmConv2DBackpropInput } from './conv2d_backprop_input';
 import { registerUnsortedSegmentSum } from './unsorted_segment_sum';
+
+export { listCpuFallbackOps, kernelNamesUsed } from './coverage';
 
 let registered = false;
 
@@ -15,4 +23,7 @@ export function registerTrainingKernels(): void {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   require('@tensorflow/tfjs-backend-wasm');
   registerUnsortedSegmentSum();
+  registerWasmBatchMatMul();
+  registerWasmConv2DBackpropFilter();
+  registerWasmConv2DBackpropInput();
 }
