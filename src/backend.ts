@@ -67,7 +67,12 @@ async function initWasm(skipped: BackendChoice['skipped']): Promise<boolean> {
 async function initCpu(): Promise<boolean> {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   require('@tensorflow/tfjs-backend-cpu');
-  return tf.setBackend('cpu');
+  const ok = await tf.setBackend('cpu');
+  // The cpu backend prints a "install tfjs-node" banner on first use; initBackend already logged its choice
+  // and why the faster backends were skipped.
+  const b = tf.backend() as unknown as { firstUse?: boolean };
+  if (ok && 'firstUse' in b) b.firstUse = false;
+  return ok;
 }
 
 /**

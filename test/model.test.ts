@@ -94,8 +94,10 @@ describe('Janus4o forward', () => {
       at.push(r * L + 7 + j);
       targets.push(imageIds[r][j]);
     }
-    // lm_head and the understanding aligner take no part in an image-token loss without image features.
-    const vars = model.params.variables((n) => !n.startsWith('aligner.') && n !== 'language_model.lm_head.weight');
+    // lm_head, the image encoders and the understanding aligner take no part in an image-token loss without
+    // image features.
+    const offPath = (n: string) => n.startsWith('aligner.') || n.startsWith('vision_model.') || n.startsWith('gen_vision_model.') || n === 'language_model.lm_head.weight';
+    const vars = model.params.variables((n) => !offPath(n));
     const counts: number[] = [];
     for (let step = 0; step < 20; step++) {
       const loss = tf.tidy(() => {

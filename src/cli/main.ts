@@ -4,9 +4,13 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { COMMANDS } from './commands';
 import { UserError, reportCliError } from './errors';
+import { setConfigOverrides } from './overrides';
+import { splitOverrideArgs } from '../train/config';
 
 async function main(): Promise<void> {
-  let cli = yargs(hideBin(process.argv))
+  const { overrides, rest } = splitOverrideArgs(hideBin(process.argv));
+  setConfigOverrides(overrides);
+  let cli = yargs(rest)
     .scriptName('janus4o')
     .strict()
     .demandCommand(1, 'Name a command (see --help).')

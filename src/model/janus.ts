@@ -8,9 +8,11 @@ import { JanusConfig, presetConfig, validateConfig } from './config';
 import { GenerationModules } from './heads';
 import { KVCache } from './kv_cache';
 import { MlpProjector } from './layers';
-import { BlockWrapper, LlamaDecoder } from './llama';
+import { LlamaDecoder } from './llama';
 import { ParamStore } from './params';
 import { SequenceInput, checkSequence } from './sequence';
+import { SiglipEncoder } from './siglip';
+import { VQModel } from './vq';
 
 export interface ForwardOptions {
   /** Flat positions (into B*L) at which to return image logits. */
@@ -21,8 +23,6 @@ export interface ForwardOptions {
   returnHidden?: boolean;
   /** Continue from (and extend) this cache. */
   cache?: KVCache;
-  /** Wraps each decoder block, e.g. for activation checkpointing (ignored with a cache). */
-  blockWrapper?: BlockWrapper;
 }
 
 export interface ForwardOutput {
@@ -44,12 +44,31 @@ export class Janus4o {
   readonly gen: GenerationModules;
   /** Understanding aligner: SigLIP features -> LLM width (`aligner.layers.{0,2}`). */
   readonly aligner: MlpProjector;
+  /** The semantic encoder (`vision_model.vision_tower.*`): the E block of edits. */
+  readonly siglip: SiglipEncoder;
+  /** The VQ-16 image tokenizer (`gen_vision_model.*`): image <-> ids. */
+  readonly vq: VQModel;
 
   constructor(readonly config: JanusConfig) {
     validateConfig(config);
     this.llm = new LlamaDecoder(this.params, config.llm);
     this.gen = new GenerationModules(this.params, config);
     this.aligner = new MlpProjector(this.params, 'aligner', config.siglip.width, config.llm.hiddenSize);
+    this.siglip = new SiglipEncoder(this.params, config);
+    this.vq = new VQModel(this.params, config);
+  }
+
+  /**
+   * LLM-width features of images for E-block positions: aligner(SigLIP(pixels)). `imageOf[i]` names the image
+   * of the i-th position; positions come in runs of one image's tokens in raster order (the E block layout).
+   */
+  imageFeatures(pixels: tf.Tensor4D, imageOf: ArrayLike<number>): tf.Tensor2D {
+    const n = this.siglip.numTokens;
+    const d = this.config.llm.hiddenSize;
+    const all = tf.reshape(this.aligner.apply(this.siglip.apply(pixels)), [pixels.shape[0] * n, d]) as tf.Tensor2D;
+    const idx = new Int32Array(imageOf.length);
+    for (let i = 0; i < imageOf.length; i++) idx[i] = imageOf[i] * n + (i % n);
+    return tf.gather(all, tf.tensor1d(idx, 'int32')) as tf.Tensor2D;
   }
 
   /** Builds a model from a config or preset name; weights randomly initialised from `seed` unless allocate=false. */
@@ -100,8 +119,14 @@ export class Janus4o {
 
   /** Full (or cache-continuing) forward. Call inside tf.tidy; outputs are ordinary tensors of that scope. */
   forward(input: SequenceInput, opts: ForwardOptions = {}): ForwardOutput {
+    const { embeds, decoderInputs, cache } = this.embedInputs(input, opts.cache ?? null);
+    const hidden = this.llm.forward({ ...decoderInputs, embeds }, cache);
+    return this.heads(hidden, embeds.shape[0] * embeds.shape[1], opts);
+  }
+
+  /** Checks a sequence and assembles its input embeddings (the first stage of forward). */
+  embedInputs(input: SequenceInput, cache: KVCache | null = null): { embeds: tf.Tensor3D; decoderInputs: { positions: number[][]; mask: number[][] }; cache: KVCache | null } {
     const cfg = this.config;
-    const cache = opts.cache ?? null;
     if (cache && cache.batch !== input.textIds.length) {
       throw new Error(`Invalid model input: the KV cache holds ${cache.batch} rows but ${input.textIds.length} rows were given`);
     }
@@ -114,11 +139,11 @@ export class Janus4o {
       pastNextPosition: cache && cache.length > 0 ? cache.nextPosition : undefined,
     });
     const embeds = this.embed(input, checked.batch, checked.length);
-    const hidden = this.llm.forward({ embeds, positions: checked.positions, mask: checked.mask }, cache, opts.blockWrapper);
-    return this.heads(hidden, checked.batch * checked.length, opts);
+    return { embeds, decoderInputs: { positions: checked.positions, mask: checked.mask }, cache };
   }
 
-  private heads(hidden: tf.Tensor3D, n: number, opts: ForwardOptions): ForwardOutput {
+  /** Image/text logits at chosen positions of final-normed hidden states (the last stage of forward). */
+  heads(hidden: tf.Tensor3D, n: number, opts: ForwardOptions): ForwardOutput {
     const out: ForwardOutput = {};
     const flat = tf.reshape(hidden, [n, this.config.llm.hiddenSize]) as tf.Tensor2D;
     const pick = (at: ArrayLike<number>, what: string) => {

@@ -108,25 +108,43 @@ export class LlamaDecoder {
    * Runs the decoder and returns the final-normed hidden states [B, L, D]. With a cache, the inputs are the next
    * L positions after the cached ones, and the cache is extended.
    */
-  forward(inputs: DecoderInputs, cache: KVCache | null = null, blockFn?: BlockWrapper): tf.Tensor3D {
-    const { embeds, positions, mask } = inputs;
-    const [b, l] = embeds.shape;
+  forward(inputs: DecoderInputs, cache: KVCache | null = null): tf.Tensor3D {
+    const ctx = this.context(inputs, cache);
+    let x = inputs.embeds;
+    for (let i = 0; i < this.layers.length; i++) x = this.block(i, x, ctx);
+    if (cache) cache.commit(inputs.mask, inputs.positions);
+    return this.finalNorm(x);
+  }
+
+  /** RoPE tables and the attention bias shared by every block of one forward. */
+  context(inputs: Omit<DecoderInputs, 'embeds'> & { embeds: { shape: number[] } }, cache: KVCache | null = null): BlockContext {
+    const [b, l] = inputs.embeds.shape;
     const past = cache ? cache.length : 0;
-    const posT = tf.tensor2d(positions.flat(), [b, l], 'int32');
-    const rope = this.rotary.lookup(posT);
-    const bias = attentionBias(mask, cache ? cache.keyMask : null, past);
-    let x = embeds;
-    this.layers.forEach((layer, i) => {
-      const run = (inp: tf.Tensor3D) => layer.apply(inp, rope, bias, cache, i);
-      x = blockFn && !cache ? blockFn(run, x) : run(x);
-    });
-    if (cache) cache.commit(mask, positions);
+    const posT = tf.tensor2d(inputs.positions.flat(), [b, l], 'int32');
+    return { rope: this.rotary.lookup(posT), bias: attentionBias(inputs.mask, cache ? cache.keyMask : null, past), cache };
+  }
+
+  /** Decoder block i (the unit that activation checkpointing recomputes). */
+  block(i: number, x: tf.Tensor3D, ctx: BlockContext): tf.Tensor3D {
+    return this.layers[i].apply(x, ctx.rope, ctx.bias, ctx.cache, i);
+  }
+
+  finalNorm(x: tf.Tensor3D): tf.Tensor3D {
     return rmsNorm(x, this.store.get(this.norm), this.cfg.rmsNormEps) as tf.Tensor3D;
+  }
+
+  /** Parameter names of block i (for gradients taken block by block). */
+  blockParams(i: number): string[] {
+    const l = this.layers[i];
+    return [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].map((lin) => lin.weight).concat([l.inputNorm, l.postNorm]);
   }
 }
 
-/** Lets the trainer wrap each decoder block (activation checkpointing recomputes it in backward). */
-export type BlockWrapper = (block: (x: tf.Tensor3D) => tf.Tensor3D, x: tf.Tensor3D) => tf.Tensor3D;
+export interface BlockContext {
+  rope: { cos: tf.Tensor4D; sin: tf.Tensor4D };
+  bias: tf.Tensor4D;
+  cache: KVCache | null;
+}
 
 /**
  * Additive bias [B, 1, L, past + L]: query i (absolute past + i) sees cached keys and new keys up to itself,

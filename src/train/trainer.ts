@@ -1,0 +1,266 @@
+/**
+ * The training loop of the Janus-4o recipe: micro-batches with gradient accumulation, global-norm clipping,
+ * a NaN/Inf guard, AdamW under warmup+cosine, JSONL logs, checkpoints (periodic, at epoch ends, on
+ * SIGINT/SIGTERM) and exact resume: the sampler cursor, the masking RNG, the optimizer moments and the
+ * schedule position all come back from trainer_state.json.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs-core';
+import { PromptIds, Task, TokenSample, collate, lossPositionsPerSample } from '../data/batch';
+import { Rng, RngState, makeRng } from '../data/rng';
+import { DistributedSampler, SamplerCursor } from '../data/sampler';
+import { imageTokenCount } from '../model/config';
+import { Janus4o } from '../model/janus';
+import { checkpointShape } from '../model/params';
+import { fromCheckpointLayout, toCheckpointLayout } from '../model/layout';
+import { CheckpointContent, JsonValue, LoadedCheckpoint, saveCheckpoint } from './checkpoint';
+import { TrainConfig, configHash, trainableFilter } from './config';
+import { AdamW, clipByGlobalNorm } from './optimizer';
+import { ScheduleState, WarmupCosineSchedule, referenceTotalSteps } from './schedule';
+import { MicroStepResult, microStep } from './step';
+
+/** What the trainer reads: samples by index, and the pixels of edit sources (for the SigLIP E block). */
+export interface TrainingSet {
+  size: number;
+  sample(index: number): TokenSample;
+  /** The source image of an edit sample, [S, S, 3] in [-1, 1]. */
+  sourceImage(index: number): Promise<tf.Tensor3D>;
+}
+
+export interface StepLog {
+  step: number;
+  epoch: number;
+  loss: number;
+  loss_t2i: number | null;
+  loss_edit: number | null;
+  accuracy: number;
+  lr: number;
+  grad_norm: number;
+  skipped: boolean;
+  tokens_per_s: number;
+  samples_per_s: number;
+  seconds: number;
+}
+
+export interface TrainerHooks {
+  log?: (line: string) => void;
+  onStep?: (s: StepLog) => void;
+  /** Called after each optimizer step; return true to stop (the trainer then checkpoints and returns). */
+  shouldStop?: () => boolean;
+}
+
+interface ResumeState {
+  step: number;
+  sampler: SamplerCursor;
+  maskRng: RngState;
+  schedule: ScheduleState;
+  consecutiveSkips: number;
+}
+
+export class Trainer {
+  readonly optimizer: AdamW;
+  readonly schedule: WarmupCosineSchedule;
+  readonly sampler: DistributedSampler;
+  readonly trainable: string[];
+  readonly imageTokens: number;
+  private maskRng: Rng;
+  step = 0;
+  private consecutiveSkips = 0;
+  private readonly logFile: string;
+
+  constructor(
+    readonly model: Janus4o,
+    readonly config: TrainConfig,
+    readonly data: TrainingSet,
+    readonly templates: PromptIds,
+    readonly hooks: TrainerHooks = {},
+    readonly extraFiles: readonly string[] = [],
+  ) {
+    const t = config.train;
+    const isTrainable = trainableFilter(t);
+    this.trainable = model.params.list().map((s) => s.name).filter(isTrainable);
+    if (this.trainable.length === 0) throw new Error('train.trainable / train.frozen leave no parameter to train');
+    this.imageTokens = imageTokenCount(model.config);
+    this.sampler = new DistributedSampler({ size: data.size, rank: 0, worldSize: 1, seed: t.seed });
+    const total = t.max_steps ?? referenceTotalSteps({ datasetSize: data.size, microBatch: t.micro_batch, epochs: t.epochs, gradAccum: t.grad_accum, worldSize: 1 });
+    if (total < 1) throw new Error(`the dataset (${data.size} records) is too small for one optimizer step of ${t.micro_batch * t.grad_accum} samples`);
+    this.schedule = new WarmupCosineSchedule(t.lr, { totalSteps: total, warmupRatio: t.warmup_ratio, minLrRatio: t.min_lr_ratio });
+    this.optimizer = new AdamW(
+      this.trainable.map((name) => ({ name, shape: model.params.spec(name).shape })),
+      { betas: t.betas, eps: t.eps, weightDecay: t.weight_decay, noDecay: t.no_decay },
+    );
+    this.maskRng = makeRng(`mask:${t.seed}`);
+    this.logFile = path.join(config.checkpoint.dir, 'train_log.jsonl');
+  }
+
+  get totalSteps(): number {
+    return this.schedule.totalSteps;
+  }
+
+  private log(line: string): void {
+    this.hooks.log?.(line);
+  }
+
+  /** One optimizer step over grad_accum micro-batches. */
+  private async trainStep(): Promise<StepLog> {
+    const t = this.config.train;
+    const t0 = Date.now();
+    const epoch = this.sampler.cursor().epoch;
+    const perSample = lossPositionsPerSample(this.imageTokens, t.loss_alignment);
+    const denominator = perSample * t.micro_batch * t.grad_accum;
+    let acc = new Map<string, tf.Tensor>();
+    const lossSum: Record<Task, number> = { t2i: 0, edit: 0 };
+    const count: Record<Task, number> = { t2i: 0, edit: 0 };
+    let correct = 0;
+    let tokens = 0;
+    for (let a = 0; a < t.grad_accum; a++) {
+      const picks = this.sampler.take(t.micro_batch);
+      const samples: TokenSample[] = [];
+      const pixelIdx: number[] = [];
+      for (const p of picks) {
+        const s = this.data.sample(p.index);
+        if (s.task === 'edit') {
+          samples.push({ ...s, sourceImage: pixelIdx.length });
+          pixelIdx.push(p.index);
+        } else samples.push(s);
+      }
+      const batch = collate(samples, this.templates, this.imageTokens, { textMaskProb: t.text_mask_prob, imageMaskProb: t.image_mask_prob, lossAlignment: t.loss_alignment }, this.maskRng);
+      const pixels = pixelIdx.length ? await this.loadPixels(pixelIdx) : null;
+      let r: MicroStepResult;
+      try {
+        r = microStep(this.model, batch, { denominator, trainable: this.trainable, sourcePixels: pixels, activationCheckpointing: t.activation_checkpointing });
+      } finally {
+        pixels?.dispose();
+      }
+      tokens += batch.textIds.length * batch.textIds[0].length;
+      for (const [name, g] of r.grads) {
+        const prev = acc.get(name);
+        if (prev) {
+          acc.set(name, tf.tidy(() => tf.add(prev, g)));
+          prev.dispose();
+          g.dispose();
+        } else acc.set(name, g);
+      }
+      for (const k of ['t2i', 'edit'] as const) {
+        lossSum[k] += r.lossSum[k];
+        count[k] += r.count[k];
+      }
+      correct += r.correct;
+    }
+    const clipped = clipByGlobalNorm(acc, t.clip);
+    acc = clipped.grads;
+    const lr = this.schedule.lr(this.step);
+    const finite = Number.isFinite(clipped.norm);
+    if (finite) {
+      this.optimizer.step(this.model.params, acc, lr);
+      this.consecutiveSkips = 0;
+    } else {
+      this.consecutiveSkips++;
+      this.log(`warning: step ${this.step + 1}: gradient norm is ${clipped.norm}; update skipped (${this.consecutiveSkips} in a row)`);
+    }
+    tf.dispose([...acc.values()]);
+    this.step++;
+    if (this.consecutiveSkips > t.nan_guard_max_skips) {
+      throw new Error(`training diverged: ${this.consecutiveSkips} consecutive non-finite updates (train.nan_guard_max_skips = ${t.nan_guard_max_skips})`);
+    }
+    const seconds = (Date.now() - t0) / 1000;
+    const n = count.t2i + count.edit;
+    return {
+      step: this.step,
+      epoch,
+      loss: (lossSum.t2i + lossSum.edit) / n,
+      loss_t2i: count.t2i ? lossSum.t2i / count.t2i : null,
+      loss_edit: count.edit ? lossSum.edit / count.edit : null,
+      accuracy: correct / n,
+      lr,
+      grad_norm: clipped.norm,
+      skipped: !finite,
+      tokens_per_s: tokens / seconds,
+      samples_per_s: (t.micro_batch * t.grad_accum) / seconds,
+      seconds,
+    };
+  }
+
+  private async loadPixels(indices: number[]): Promise<tf.Tensor4D> {
+    const imgs = await Promise.all(indices.map((i) => this.data.sourceImage(i)));
+    const stacked = tf.stack(imgs) as tf.Tensor4D;
+    tf.dispose(imgs);
+    return stacked;
+  }
+
+  /** Runs until the schedule's last step (or a stop request); checkpoints as configured. Returns the steps run. */
+  async run(): Promise<number> {
+    const c = this.config.checkpoint;
+    fs.mkdirSync(c.dir, { recursive: true });
+    const startStep = this.step;
+    const perEpoch = Math.floor(this.sampler.perRank / (this.config.train.micro_batch * this.config.train.grad_accum));
+    while (this.step < this.totalSteps) {
+      const s = await this.trainStep();
+      fs.appendFileSync(this.logFile, `${JSON.stringify(s)}\n`);
+      this.hooks.onStep?.(s);
+      const epochEnd = perEpoch > 0 && this.step % perEpoch === 0;
+      const stop = this.hooks.shouldStop?.() ?? false;
+      const periodic = c.every_steps > 0 && this.step % c.every_steps === 0;
+      if (periodic || (epochEnd && c.at_epoch_end) || stop || this.step === this.totalSteps) await this.saveCheckpoint();
+      if (stop) break;
+    }
+    return this.step - startStep;
+  }
+
+  /** The trainer's resumable state, as stored in trainer_state.json. */
+  private resumeState(): ResumeState {
+    return {
+      step: this.step,
+      sampler: this.sampler.cursor(),
+      maskRng: this.maskRng.state(),
+      schedule: this.schedule.state(this.step),
+      consecutiveSkips: this.consecutiveSkips,
+    };
+  }
+
+  async saveCheckpoint(): Promise<string> {
+    const store = this.model.params;
+    const specs = store.list();
+    const rs = this.resumeState();
+    const content: CheckpointContent = {
+      step: this.step,
+      weights: {
+        entries: specs.map((s) => ({ name: s.name, shape: checkpointShape(s) })),
+        read: async (name) => toCheckpointLayout(store.spec(name), (await store.get(name).data()) as Float32Array),
+      },
+      modelConfig: this.model.config as unknown as JsonValue,
+      trainConfig: this.config as unknown as JsonValue,
+      trainerState: {
+        step: rs.step,
+        epoch: rs.sampler.epoch,
+        sampler: rs.sampler as unknown as JsonValue,
+        rng: { mask: rs.maskRng } as unknown as JsonValue,
+        schedule: rs.schedule as unknown as JsonValue,
+        config_hash: configHash(this.config),
+        extra: { consecutive_skips: rs.consecutiveSkips },
+      },
+      tokenizerFiles: this.extraFiles,
+    };
+    const dir = await saveCheckpoint(this.config.checkpoint.dir, content, [await this.optimizer.exportState()], this.config.checkpoint.keep);
+    this.log(`checkpoint: ${dir} (step ${this.step})`);
+    return dir;
+  }
+
+  /** Restores weights, optimizer moments and every stream position from a checkpoint. */
+  async restore(ckpt: LoadedCheckpoint): Promise<void> {
+    const store = this.model.params;
+    for (const spec of store.list()) {
+      if (!ckpt.weights.has(spec.name)) throw new Error(`checkpoint ${ckpt.dir}: model.safetensors has no tensor "${spec.name}"`);
+      const data = await ckpt.weights.read(spec.name);
+      store.setValue(spec.name, fromCheckpointLayout(spec, data));
+    }
+    await this.optimizer.importState(ckpt.optimizer);
+    const st = ckpt.trainerState;
+    this.step = st.step;
+    this.sampler.restore(st.sampler as unknown as SamplerCursor);
+    this.maskRng = makeRng(`mask:${this.config.train.seed}`, (st.rng as unknown as { mask: RngState }).mask);
+    const extra = (st.extra ?? {}) as { consecutive_skips?: number };
+    this.consecutiveSkips = extra.consecutive_skips ?? 0;
+  }
+}
