@@ -76,7 +76,7 @@ describe('Trainer', () => {
     const samples = [0, 1, 2, 3].map((i) => data.sample(i));
     samples[2] = { ...samples[2], sourceImage: 0 };
     const n = imageTokenCount(cfg);
-    const batch = collate(samples, tpl, n, { textMaskProb: 0, imageMaskProb: 0, lossAlignment: 'full' }, makeRng(1));
+    const batch = collate(samples, tpl, n, { textMaskProb: 0, imageMaskProb: 0, lossAlignment: 'full' }, () => makeRng(1));
     const pixels = tf.stack([await data.sourceImage(2)]) as tf.Tensor4D;
     const trainable = model.params.list().map((s) => s.name).filter((nme) => !nme.startsWith('gen_vision_model.') && nme !== 'language_model.lm_head.weight');
     const plain = microStep(model, batch, { denominator: batch.lossPositions.length, trainable, sourcePixels: pixels });

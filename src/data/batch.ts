@@ -103,8 +103,13 @@ export interface CollatedBatch {
   rows: RowLayout[];
 }
 
-export function collate(samples: readonly TokenSample[], tpl: PromptIds, n: number, opts: MaskOptions, rng: Rng): CollatedBatch {
-  const rows = samples.map((s) => layoutSample(s, tpl, n, opts, rng));
+/**
+ * Collates samples into one left-padded batch. `rngFor(k)` gives the masking stream of the k-th sample: the
+ * trainer derives it from (seed, epoch, dataset index), so a sample's dropout does not depend on which rank or
+ * micro-batch it lands in, nor on what was drawn before it (resume and data-parallel runs replay it exactly).
+ */
+export function collate(samples: readonly TokenSample[], tpl: PromptIds, n: number, opts: MaskOptions, rngFor: (k: number) => Rng): CollatedBatch {
+  const rows = samples.map((s, k) => layoutSample(s, tpl, n, opts, rngFor(k)));
   const L = Math.max(...rows.map((r) => r.ids.length));
   const out: CollatedBatch = { textIds: [], attentionMask: [], genPositions: [], genIds: [], featurePositions: [], featureImages: [], lossPositions: [], lossTargets: [], lossTasks: [], rows };
   rows.forEach((row, r) => {

@@ -23,7 +23,7 @@ export async function heldoutLoss(
   let sum = 0;
   let correct = 0;
   let count = 0;
-  const rng = makeRng('heldout'); // unused draws: both masking probabilities are 0
+  const rng = makeRng('heldout'); // no condition dropout here: both masking probabilities are 0
   for (let i = 0; i < samples.length; i += batchSize) {
     const chunk = samples.slice(i, i + batchSize);
     const pix: tf.Tensor3D[] = [];
@@ -36,7 +36,7 @@ export async function heldoutLoss(
         return { ...s, sourceImage: pix.length - 1 };
       }),
     );
-    const batch = collate(withIdx, tpl, n, { textMaskProb: 0, imageMaskProb: 0, lossAlignment: 'full' }, rng);
+    const batch = collate(withIdx, tpl, n, { textMaskProb: 0, imageMaskProb: 0, lossAlignment: 'full' }, () => rng);
     const [ceV, predV] = tf.tidy(() => {
       const pixels = pix.length ? (tf.stack(pix) as tf.Tensor4D) : null;
       const features = batch.featurePositions.length ? model.imageFeatures(pixels!, batch.featureImages) : undefined;

@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
 import { PromptIds, Task, TokenSample, collate, lossPositionsPerSample } from '../data/batch';
-import { Rng, RngState, makeRng } from '../data/rng';
+import { makeRng } from '../data/rng';
 import { DistributedSampler, SamplerCursor } from '../data/sampler';
 import { imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
@@ -53,7 +53,6 @@ export interface TrainerHooks {
 interface ResumeState {
   step: number;
   sampler: SamplerCursor;
-  maskRng: RngState;
   schedule: ScheduleState;
   consecutiveSkips: number;
 }
@@ -64,7 +63,6 @@ export class Trainer {
   readonly sampler: DistributedSampler;
   readonly trainable: string[];
   readonly imageTokens: number;
-  private maskRng: Rng;
   step = 0;
   private consecutiveSkips = 0;
   private readonly logFile: string;
@@ -90,7 +88,6 @@ export class Trainer {
       this.trainable.map((name) => ({ name, shape: model.params.spec(name).shape })),
       { betas: t.betas, eps: t.eps, weightDecay: t.weight_decay, noDecay: t.no_decay },
     );
-    this.maskRng = makeRng(`mask:${t.seed}`);
     this.logFile = path.join(config.checkpoint.dir, 'train_log.jsonl');
   }
 
@@ -125,7 +122,8 @@ export class Trainer {
           pixelIdx.push(p.index);
         } else samples.push(s);
       }
-      const batch = collate(samples, this.templates, this.imageTokens, { textMaskProb: t.text_mask_prob, imageMaskProb: t.image_mask_prob, lossAlignment: t.loss_alignment }, this.maskRng);
+      const masks = { textMaskProb: t.text_mask_prob, imageMaskProb: t.image_mask_prob, lossAlignment: t.loss_alignment };
+      const batch = collate(samples, this.templates, this.imageTokens, masks, (k) => makeRng(`mask:${t.seed}:${picks[k].epoch}:${picks[k].index}`));
       const pixels = pixelIdx.length ? await this.loadPixels(pixelIdx) : null;
       let r: MicroStepResult;
       try {
@@ -213,7 +211,6 @@ export class Trainer {
     return {
       step: this.step,
       sampler: this.sampler.cursor(),
-      maskRng: this.maskRng.state(),
       schedule: this.schedule.state(this.step),
       consecutiveSkips: this.consecutiveSkips,
     };
@@ -235,7 +232,8 @@ export class Trainer {
         step: rs.step,
         epoch: rs.sampler.epoch,
         sampler: rs.sampler as unknown as JsonValue,
-        rng: { mask: rs.maskRng } as unknown as JsonValue,
+        // Masking draws are derived per sample from (seed, epoch, index), so the sampler cursor is their state.
+        rng: { mask: 'per-sample' },
         schedule: rs.schedule as unknown as JsonValue,
         config_hash: configHash(this.config),
         extra: { consecutive_skips: rs.consecutiveSkips },
@@ -259,7 +257,6 @@ export class Trainer {
     const st = ckpt.trainerState;
     this.step = st.step;
     this.sampler.restore(st.sampler as unknown as SamplerCursor);
-    this.maskRng = makeRng(`mask:${this.config.train.seed}`, (st.rng as unknown as { mask: RngState }).mask);
     const extra = (st.extra ?? {}) as { consecutive_skips?: number };
     this.consecutiveSkips = extra.consecutive_skips ?? 0;
   }

@@ -1,0 +1,164 @@
+/**
+ * `janus4o train`: from a config to a trained checkpoint. Prepares everything a run needs (synthesises
+ * ShapeWorld data when asked, builds or loads the tokenizer and the model, VQ-encodes the dataset into cached
+ * shards), then runs the Trainer, resuming from a checkpoint when asked, and reports the held-out loss before
+ * and after.
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../backend';
+import { UserError } from '../cli/errors';
+import { TokenSample } from '../data/batch';
+import { promptIds } from '../data/prompt_ids';
+import { readShareGPT4o, formatReport } from '../data/sharegpt4o';
+import { ShardDataset, prepareShards } from '../data/shards';
+import { SHAPEWORLD_VOCAB } from '../data/shapeworld';
+import { synthesize } from '../data/synth';
+import { presetConfig, imageTokenCount } from '../model/config';
+import { Janus4o } from '../model/janus';
+import { loadImage } from '../tokenizer/image';
+import { WordTokenizer } from '../tokenizer/word';
+import { findLatestCheckpoint, loadCheckpoint, resolveCheckpoint, checkResumeConfig } from './checkpoint';
+import { TrainConfig, checkConfigPaths } from './config';
+import { heldoutLoss } from './evaluate';
+import { StepLog, Trainer, TrainingSet } from './trainer';
+
+export interface RunOptions {
+  /** Config file the config came from (for messages). */
+  source: string;
+  /** 'auto' resumes from the newest checkpoint in checkpoint.dir when there is one; a path resumes from it. */
+  resume?: string | null;
+  /** Config keys allowed to differ from the checkpoint's on resume (e.g. train.lr). */
+  allowChanges?: readonly string[];
+  log?: (line: string) => void;
+  onStep?: (s: StepLog) => void;
+  /** Polled after every step; true stops the run with a checkpoint. */
+  shouldStop?: () => boolean;
+}
+
+export interface RunResult {
+  checkpoint: string | null;
+  steps: number;
+  heldoutBefore: number | null;
+  heldoutAfter: number | null;
+  seconds: number;
+}
+
+async function weightsFingerprint(model: Janus4o, prefix: string): Promise<string> {
+  const h = crypto.createHash('sha256');
+  for (const spec of model.params.list()) {
+    if (!spec.name.startsWith(prefix)) continue;
+    h.update(spec.name);
+    const d = (await model.params.get(spec.name).data()) as Float32Array;
+    h.update(Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+  }
+  return h.digest('hex').slice(0, 16);
+}
+
+/** The ShapeWorld tokenizer: built from the generator's closed vocabulary, stored beside the data. */
+function shapeworldTokenizer(root: string): { tok: WordTokenizer; file: string } {
+  const file = path.join(root, 'tokenizer.json');
+  if (fs.existsSync(file)) return { tok: WordTokenizer.load(file), file };
+  const tok = WordTokenizer.build(SHAPEWORLD_VOCAB);
+  fs.writeFileSync(file, tok.toJSON());
+  return { tok, file };
+}
+
+export async function runTraining(cfg: TrainConfig, o: RunOptions): Promise<RunResult> {
+  const log = o.log ?? (() => undefined);
+  const t0 = Date.now();
+  await initBackend(cfg.backend, log);
+  checkConfigPaths(cfg, o.source);
+  if (cfg.data.kind !== 'shapeworld') {
+    throw new UserError(`data.kind ${cfg.data.kind} in ${o.source}: training on ShareGPT-4o-Image needs model.pretrained with its tokenizer.json; see README "Training on real weights".`);
+  }
+  const root = path.resolve(cfg.data.root);
+  if (!fs.existsSync(path.join(root, 'text_to_image.json'))) {
+    const s = cfg.data.synth ?? { t2i: 2000, edit: 2000, size: 64, seed: 1, caption_noise: 0 };
+    log(`data: synthesising ShapeWorld into ${root} (${s.t2i} T2I + ${s.edit} edits, ${s.size} px, seed ${s.seed})`);
+    await synthesize({ out: root, t2i: s.t2i, edit: s.edit, size: s.size, seed: s.seed, captionNoise: s.caption_noise });
+  }
+  const { tok, file: tokFile } = shapeworldTokenizer(root);
+  const base = presetConfig(cfg.model.preset ?? 'tiny', { llm: { vocabSize: Math.max(tok.vocabSize, 8) } });
+  const mcfg = cfg.model.overrides ? presetConfig(cfg.model.preset ?? 'tiny', { ...cfg.model.overrides, llm: { ...cfg.model.overrides.llm, vocabSize: base.llm.vocabSize } }) : base;
+  const model = Janus4o.create(mcfg, { seed: cfg.train.seed });
+  const n = imageTokenCount(mcfg);
+
+  const { records, report } = await readShareGPT4o({ root, maxBadFraction: cfg.data.max_bad_fraction });
+  if (report.bad.length) log(formatReport(report));
+  const fp = await weightsFingerprint(model, 'gen_vision_model.');
+  const shardDir = path.resolve(cfg.data.cache_dir ?? path.join(root, '.janus4o-shards', fp));
+  log(`data: ${records.length} records; VQ-encoding into ${shardDir} (cached)`);
+  await prepareShards({
+    records,
+    root,
+    outDir: shardDir,
+    encoder: { imageSize: mcfg.imageSize, tokens: n, codebookSize: mcfg.vq.codebookSize, fingerprint: fp, encode: (x) => model.vq.encode(x) },
+    loadImage: (file, size) => loadImage(file, { size }),
+  });
+  const all = ShardDataset.load(shardDir, root);
+  // Held-out records: the last `heldout` of the dataset order (the synthetic teacher's order is random).
+  const heldN = Math.min(cfg.data.heldout, Math.floor(all.size / 2));
+  const trainIdx = Array.from({ length: all.size - heldN }, (_, i) => i);
+  const heldIdx = Array.from({ length: heldN }, (_, i) => all.size - heldN + i);
+  const pathOf = new Map<TokenSample, string>();
+  const sampleOf = (i: number): TokenSample => {
+    const s = all.sample(i);
+    if (s.task === 'edit') pathOf.set(s, all.sourcePath(i));
+    return s;
+  };
+  const pixelsOf = async (file: string): Promise<tf.Tensor3D> => {
+    const img = await loadImage(file, { size: mcfg.imageSize });
+    const out = tf.squeeze(img, [0]) as tf.Tensor3D;
+    img.dispose();
+    return out;
+  };
+  const data: TrainingSet = {
+    size: trainIdx.length,
+    sample: (i) => all.sample(trainIdx[i]),
+    sourceImage: (i) => pixelsOf(all.sourcePath(trainIdx[i])),
+  };
+  const tpl = promptIds(tok);
+  const stop = { requested: false };
+  const trainer = new Trainer(model, cfg, data, tpl, { log, onStep: o.onStep, shouldStop: () => stop.requested || (o.shouldStop?.() ?? false) }, [tokFile]);
+
+  let resumeFrom: string | null = null;
+  if (o.resume === 'auto') resumeFrom = await findLatestCheckpoint(cfg.checkpoint.dir, log);
+  else if (o.resume) resumeFrom = await resolveCheckpoint(o.resume, cfg.checkpoint.dir, log);
+  if (resumeFrom) {
+    const ck = await loadCheckpoint(resumeFrom);
+    const diffs = checkResumeConfig(ck.trainConfig, cfg, o.allowChanges ?? [], resumeFrom);
+    for (const d of diffs) log(`resume: ${d.key} changed from ${JSON.stringify(d.saved)} to ${JSON.stringify(d.current)}`);
+    await trainer.restore(ck);
+    log(`resume: continuing from ${resumeFrom} at step ${trainer.step} of ${trainer.totalSteps}`);
+  }
+
+  const held = heldIdx.map(sampleOf);
+  const heldPixels = async (s: TokenSample) => (pathOf.has(s) ? pixelsOf(pathOf.get(s)!) : null);
+  const before = held.length && !resumeFrom ? (await heldoutLoss(model, held, tpl, heldPixels)).loss : null;
+  if (before !== null) log(`held-out image-token loss before training: ${before.toFixed(4)} (${held.length} records)`);
+
+  const onSignal = (sig: string) => {
+    if (stop.requested) return;
+    stop.requested = true;
+    log(`${sig}: finishing the current step, then writing a checkpoint`);
+  };
+  const sigint = () => onSignal('SIGINT');
+  const sigterm = () => onSignal('SIGTERM');
+  process.on('SIGINT', sigint);
+  process.on('SIGTERM', sigterm);
+  let steps = 0;
+  try {
+    steps = await trainer.run();
+  } finally {
+    process.off('SIGINT', sigint);
+    process.off('SIGTERM', sigterm);
+  }
+  const after = held.length ? (await heldoutLoss(model, held, tpl, heldPixels)).loss : null;
+  if (after !== null) log(`held-out image-token loss after step ${trainer.step}: ${after.toFixed(4)}${before !== null ? ` (${(((before - after) / before) * 100).toFixed(1)}% lower)` : ''}`);
+  const latest = await findLatestCheckpoint(cfg.checkpoint.dir);
+  model.dispose();
+  return { checkpoint: latest, steps, heldoutBefore: before, heldoutAfter: after, seconds: (Date.now() - t0) / 1000 };
+}
