@@ -34,7 +34,9 @@ describe('Trainer', () => {
       const dir = path.join(tmp, `acc-${micro}x${accum}`);
       const { data, tok } = fixtureData(16);
       const model = fixtureModel(3);
-      const t = new Trainer(model, fixtureTrainConfig(dir, { micro_batch: micro, grad_accum: accum, max_steps: 1, clip: 0 }), data, fixtureTemplates(tok));
+      // lr 1e-3 (the tiny recipe's): Adam's first update is ~lr * g/|g|, so float32 summation-order noise on
+      // near-zero gradients moves a weight by up to ~lr * 1e-3.
+      const t = new Trainer(model, fixtureTrainConfig(dir, { micro_batch: micro, grad_accum: accum, max_steps: 1, clip: 0, lr: 1e-3 }), data, fixtureTemplates(tok));
       await t.run();
       const w = await weightsOf(t);
       model.dispose();
@@ -45,7 +47,7 @@ describe('Trainer', () => {
     const d = maxDiff(a, b);
     expect(d).toBeLessThan(1e-5);
     const init = fixtureModel(3);
-    expect(maxDiff(a, await init.params.snapshot())).toBeGreaterThan(1e-3); // the step really moved the weights
+    expect(maxDiff(a, await init.params.snapshot())).toBeGreaterThan(5e-4); // the step really moved the weights
     init.dispose();
   });
 
