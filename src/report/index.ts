@@ -1,0 +1,8 @@
+/** The training report: one self-contained HTML file plus PNGs, written by writeReport. Re-exports only. */
+export { writeReport, readStepLog, parseStepLog, latestPerStep, pngSize, REPORT_FILE, ASSET_DIR } from './html';
+export type {
+  ReportData, RunFacts, ConfigSummary, HeldOutLoss, ShapeEvalRun, ShapeEvalComparison, SampleComparison, EditExample,
+  ImageSource, WrittenReport, StepLog,
+} from './html';
+export { lineChart, niceTicks, formatTick, downsample, finitePoints, escapeXml, PALETTE } from './charts';
+export type { ChartSeries, LineChartOptions } from './charts';
