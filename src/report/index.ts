@@ -1,5 +1,6 @@
 /** The training report: one self-contained HTML file plus PNGs, written by writeReport. Re-exports only. */
-export { writeReport, readStepLog, parseStepLog, latestPerStep, pngSize, REPORT_FILE, ASSET_DIR } from './html';
+export { writeReport, pngSize, REPORT_FILE, ASSET_DIR } from './html';
+export { readStepLog, parseStepLog, latestPerStep } from './steplog';
 export type {
   ReportData, RunFacts, ConfigSummary, HeldOutLoss, ShapeEvalRun, ShapeEvalComparison, SampleComparison, EditExample,
   ImageSource, WrittenReport, StepLog,
