@@ -1,8 +1,13 @@
 /** Every `janus4o` sub-command, in help order. */
 import type { CommandModule } from 'yargs';
+import { editCommand } from './edit';
+import { evalCommand } from './eval';
+import { generateCommand } from './generate';
+import { convertCommand } from './convert';
 import { planCommand } from './plan';
 import { synthCommand } from './synth';
+import { resumeCommand, trainCommand } from './train';
 
 // Commands take heterogeneous argument types; yargs' CommandModule<{}, any> is its own idiom for a list of them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const COMMANDS: CommandModule<object, any>[] = [planCommand, synthCommand];
+export const COMMANDS: CommandModule<object, any>[] = [trainCommand, resumeCommand, synthCommand, generateCommand, editCommand, evalCommand, convertCommand, planCommand];

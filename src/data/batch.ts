@@ -7,6 +7,9 @@
  * the model is trained to see when a condition is dropped is exactly what sampling feeds it.
  */
 import { Rng } from './rng';
+import { uncondIds } from '../tokenizer/template';
+
+export { uncondIds };
 
 /** Token-id builders of the prompt templates (src/tokenizer/template.ts provides them for a tokenizer). */
 export interface PromptIds {
@@ -54,11 +57,6 @@ export interface RowLayout {
   xBlock: [number, number] | null;
   textMasked: boolean;
   imageMasked: boolean;
-}
-
-/** The CFG unconditional row: positions 1 .. L-2 set to pad (BOS and the final BOI kept), janus-spec 7.1/8.4. */
-export function uncondIds(prefix: readonly number[], pad: number): number[] {
-  return prefix.map((id, i) => (i === 0 || i === prefix.length - 1 ? id : pad));
 }
 
 /**

@@ -11,6 +11,7 @@ import { MlpProjector } from './layers';
 import { LlamaDecoder } from './llama';
 import { ParamStore } from './params';
 import { SequenceInput, checkSequence } from './sequence';
+import { LoadOptions, SaveOptions, loadIntoStore, loadPretrained, savePretrained } from '../io/pretrained';
 import { SiglipEncoder } from './siglip';
 import { VQModel } from './vq';
 
@@ -77,6 +78,29 @@ export class Janus4o {
     const model = new Janus4o(cfg);
     if (opts.allocate !== false) model.params.materialize(opts.seed ?? 0);
     return model;
+  }
+
+  /**
+   * Loads a model folder: an official Janus-Pro download (config.json + pytorch_model*.bin or safetensors) or one
+   * saved by `save`. Every tensor is checked against the config; problems are reported all at once.
+   */
+  static fromPretrained(dir: string, opts: LoadOptions = {}): Janus4o {
+    const { config, tensors } = loadPretrained(dir, opts);
+    const model = new Janus4o(config);
+    try {
+      loadIntoStore(model.params, tensors, opts);
+    } catch (e) {
+      model.dispose();
+      throw e;
+    } finally {
+      tensors.close();
+    }
+    return model;
+  }
+
+  /** Writes config.json + model.safetensors in the original Janus names (plus tokenizer files with tokenizerFrom). */
+  save(dir: string, opts: SaveOptions = {}): string[] {
+    return savePretrained(this.params, this.config, dir, opts);
   }
 
   /** Number of parameters (declared, whether allocated or not). */

@@ -7,7 +7,7 @@
  * ids around the image blocks only so the block positions are known without searching, which matters because a
  * user prompt may itself contain tag text.
  */
-import { SPECIAL_TOKENS, TextTokenizer } from './text';
+import { PromptTokenizer, SPECIAL_TOKENS } from './text';
 
 export interface TemplateTags {
   user: string;
@@ -91,13 +91,13 @@ function checkN(n: number): void {
   if (!Number.isInteger(n) || n <= 0) throw new Error(`image token count must be a positive integer, got ${n}`);
 }
 
-function tagsOf(tok: TextTokenizer): TemplateTags {
+function tagsOf(tok: PromptTokenizer): TemplateTags {
   const s = tok.specialStrings;
   return { user: s.user, assistant: s.assistant, boi: s.boi, eoi: s.eoi, placeholder: s.imagePlaceholder, pad: s.pad, eos: s.eos };
 }
 
 /** T2I ids (BOS first, BOI last). */
-export function buildT2IIds(tok: TextTokenizer, prompt: string): number[] {
+export function buildT2IIds(tok: PromptTokenizer, prompt: string): number[] {
   return tok.encode(t2iPrompt(prompt, tagsOf(tok)));
 }
 
@@ -110,7 +110,7 @@ export interface EditIds {
 }
 
 /** TI2I ids for one input image (BOS first, BOI last), with the E and X blocks located. */
-export function buildEditIds(tok: TextTokenizer, instruction: string, n: number): EditIds {
+export function buildEditIds(tok: PromptTokenizer, instruction: string, n: number): EditIds {
   checkN(n);
   const tags = tagsOf(tok);
   const sp = tok.special;
@@ -140,7 +140,7 @@ export interface UnderstandingIds {
 }
 
 /** Understanding ids: the prompt tokenised, its single placeholder expanded to BOI + n*PH + EOI (J:proc add_image_token). */
-export function buildUnderstandingIds(tok: TextTokenizer, question: string, n: number, opts: { system?: string } = {}): UnderstandingIds {
+export function buildUnderstandingIds(tok: PromptTokenizer, question: string, n: number, opts: { system?: string } = {}): UnderstandingIds {
   checkN(n);
   const sp = tok.special;
   const base = tok.encode(understandingPrompt(question, { system: opts.system, tags: tagsOf(tok) }));

@@ -35,6 +35,16 @@ export interface SpecialTokenIds {
   assistant?: number;
 }
 
+/** What the prompt templates need from a tokenizer: TextTokenizer (BPE tokenizer.json) and WordTokenizer have it. */
+export interface PromptTokenizer {
+  readonly special: SpecialTokenIds;
+  readonly specialStrings: Readonly<Record<SpecialTokenName, string>>;
+  readonly vocabSize: number;
+  /** Ids of `text` with special tokens recognised; BOS first unless bos is false. */
+  encode(text: string, opts?: { bos?: boolean }): number[];
+  decode(ids: readonly number[], opts?: { skipSpecialTokens?: boolean }): string;
+}
+
 export interface TokenizerFiles {
   /** Parsed tokenizer.json. */
   tokenizer: Record<string, unknown>;
@@ -52,7 +62,7 @@ function tokenString(v: unknown): string | undefined {
   return undefined;
 }
 
-export class TextTokenizer {
+export class TextTokenizer implements PromptTokenizer {
   readonly special: SpecialTokenIds;
   /** The token string of each special id (after overrides). */
   readonly specialStrings: Readonly<Record<SpecialTokenName, string>>;

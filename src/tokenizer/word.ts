@@ -5,30 +5,7 @@
  * @huggingface/tokenizers in text.ts.
  */
 import * as fs from 'fs';
-
-/** The Janus special tokens (janus-spec 6.1/6.2): fullwidth bars in BOS/EOS/PAD, ASCII bars in the roles. */
-export const JANUS_SPECIAL_TOKENS = {
-  bos: '<\uff5cbegin\u2581of\u2581sentence\uff5c>',
-  eos: '<\uff5cend\u2581of\u2581sentence\uff5c>',
-  pad: '<\uff5c\u2581pad\u2581\uff5c>',
-  boi: '<begin_of_image>',
-  eoi: '<end_of_image>',
-  imagePlaceholder: '<image_placeholder>',
-  user: '<|User|>',
-  assistant: '<|Assistant|>',
-} as const;
-
-export type SpecialName = keyof typeof JANUS_SPECIAL_TOKENS;
-export type SpecialIds = Record<SpecialName, number>;
-
-/** What the prompt templates need from a tokenizer. */
-export interface TextTokenizer {
-  readonly vocabSize: number;
-  readonly special: SpecialIds;
-  /** Ids of `text` (special tokens recognised), without BOS. */
-  encode(text: string): number[];
-  decode(ids: readonly number[]): string;
-}
+import { PromptTokenizer, SPECIAL_TOKENS, SpecialTokenIds, SpecialTokenName } from './text';
 
 const UNK = '[UNK]';
 
@@ -40,8 +17,9 @@ interface WordLevelJson {
   model: { type: 'WordLevel'; vocab: Record<string, number>; unk_token: string };
 }
 
-export class WordTokenizer implements TextTokenizer {
-  readonly special: SpecialIds;
+export class WordTokenizer implements PromptTokenizer {
+  readonly special: Required<SpecialTokenIds>;
+  readonly specialStrings: Readonly<Record<SpecialTokenName, string>> = SPECIAL_TOKENS;
   private readonly idOf: Map<string, number>;
   private readonly tokenOf: string[];
   private readonly specialRe: RegExp;
@@ -57,8 +35,8 @@ export class WordTokenizer implements TextTokenizer {
       this.idOf.set(t.content, t.id);
       this.tokenOf[t.id] = t.content;
     }
-    const special = {} as SpecialIds;
-    for (const [name, tok] of Object.entries(JANUS_SPECIAL_TOKENS) as [SpecialName, string][]) {
+    const special = {} as Required<SpecialTokenIds>;
+    for (const [name, tok] of Object.entries(SPECIAL_TOKENS) as [SpecialTokenName, string][]) {
       const id = this.idOf.get(tok);
       if (id === undefined) throw new Error(`${source}: tokenizer has no special token ${tok} (${name})`);
       special[name] = id;
@@ -74,7 +52,7 @@ export class WordTokenizer implements TextTokenizer {
 
   /** Builds a tokenizer over `words` (plus punctuation and the Janus specials), ids in a stable order. */
   static build(words: readonly string[]): WordTokenizer {
-    const added = Object.values(JANUS_SPECIAL_TOKENS);
+    const added = Object.values(SPECIAL_TOKENS);
     const vocab: Record<string, number> = {};
     let id = 0;
     const addedTokens = added.map((content) => ({ id: id++, content, special: true, single_word: false, lstrip: false, rstrip: false, normalized: false }));
@@ -103,8 +81,8 @@ export class WordTokenizer implements TextTokenizer {
     return JSON.stringify(this.json, null, 1);
   }
 
-  encode(text: string): number[] {
-    const ids: number[] = [];
+  encode(text: string, opts: { bos?: boolean } = {}): number[] {
+    const ids: number[] = opts.bos === false ? [] : [this.special.bos];
     const unk = this.idOf.get(UNK)!;
     for (const piece of text.split(this.specialRe)) {
       if (piece === '') continue;
@@ -119,7 +97,11 @@ export class WordTokenizer implements TextTokenizer {
     return ids;
   }
 
-  decode(ids: readonly number[]): string {
-    return ids.map((i) => this.tokenOf[i] ?? UNK).join(' ');
+  decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean } = {}): string {
+    const specials = new Set(Object.values(this.special));
+    return ids
+      .filter((i) => !(opts.skipSpecialTokens && specials.has(i)))
+      .map((i) => this.tokenOf[i] ?? UNK)
+      .join(' ');
   }
 }

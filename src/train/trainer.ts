@@ -13,7 +13,7 @@ import { DistributedSampler, SamplerCursor } from '../data/sampler';
 import { imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
 import { checkpointShape } from '../model/params';
-import { fromCheckpointLayout, toCheckpointLayout } from '../model/layout';
+import { toCheckpointLayout, toStoreLayout } from '../io/pretrained';
 import { CheckpointContent, JsonValue, LoadedCheckpoint, saveCheckpoint } from './checkpoint';
 import { TrainConfig, configHash, trainableFilter } from './config';
 import { AdamW, clipByGlobalNorm } from './optimizer';
@@ -251,7 +251,7 @@ export class Trainer {
     for (const spec of store.list()) {
       if (!ckpt.weights.has(spec.name)) throw new Error(`checkpoint ${ckpt.dir}: model.safetensors has no tensor "${spec.name}"`);
       const data = await ckpt.weights.read(spec.name);
-      store.setValue(spec.name, fromCheckpointLayout(spec, data));
+      store.setValue(spec.name, toStoreLayout(spec, data));
     }
     await this.optimizer.importState(ckpt.optimizer);
     const st = ckpt.trainerState;

@@ -86,7 +86,7 @@ async function main() {
   const keep = Number(keepArg);
   const count = countArg ? Number(countArg) : Infinity;
   fs.mkdirSync(root, { recursive: true });
-  await ck.cleanStaleCheckpointFiles(root);
+  await ck.cleanStaleCheckpointFiles(root, keep);
   const latest = await ck.findLatestCheckpoint(root);
   let step = 1;
   if (latest) step = (await ck.loadCheckpoint(latest)).trainerState.step + 1;

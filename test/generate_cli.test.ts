@@ -1,0 +1,189 @@
+import { promises as fs } from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as tf from '@tensorflow/tfjs-core';
+import sharp from 'sharp';
+import yargs from 'yargs';
+import { initBackend } from '../src/backend';
+import { renderScene } from '../src/data/render';
+import { SHAPEWORLD_VOCAB, makeEditSample } from '../src/data/shapeworld';
+import { savePretrained } from '../src/io/pretrained';
+import { presetConfig } from '../src/model/config';
+import { Janus4o } from '../src/model/janus';
+import { WordTokenizer } from '../src/tokenizer/word';
+import { JsonValue, paramStoreWeights, saveCheckpoint } from '../src/train/checkpoint';
+import { AdamW } from '../src/train/optimizer';
+import { UserError, reportCliError } from '../src/cli/errors';
+import { EditArgs, runEdit } from '../src/cli/edit';
+import { EvalArgs, runEval } from '../src/cli/eval';
+import { GenerateArgs, generateCommand, runGenerate } from '../src/cli/generate';
+
+let root: string;
+let ckpt: string;
+let trainRoot: string;
+const quiet = () => undefined;
+
+/** A small model folder as savePretrained writes it (HF config.json + safetensors) plus the ShapeWorld tokenizer. */
+beforeAll(async () => {
+  await initBackend('wasm');
+  root = await fs.mkdtemp(path.join(os.tmpdir(), 'janus4o-gen-cli-'));
+  ckpt = path.join(root, 'ckpt');
+  const config = presetConfig('tiny', { name: 'cli-test', llm: { hiddenSize: 64, numLayers: 2, numHeads: 2, numKvHeads: 2, intermediateSize: 128, vocabSize: 256, maxPositionEmbeddings: 256 } });
+  const model = Janus4o.create(config, { seed: 4 });
+  savePretrained(model.params, config, ckpt);
+  const tokFile = path.join(ckpt, 'tokenizer.json');
+  await fs.writeFile(tokFile, WordTokenizer.build(SHAPEWORLD_VOCAB).toJSON());
+  // The same weights as a training checkpoint root, the layout `janus4o train` writes.
+  trainRoot = path.join(root, 'run');
+  const state = { step: 1, epoch: 0, sampler: null, rng: null, schedule: null, config_hash: 'x' };
+  const opt = new AdamW(model.params.list());
+  await saveCheckpoint(trainRoot, { step: 1, weights: paramStoreWeights(model.params), modelConfig: config as unknown as JsonValue, trainConfig: {}, trainerState: state, tokenizerFiles: [tokFile] }, [await opt.exportState()], 1);
+  opt.dispose();
+  model.dispose();
+});
+afterAll(async () => {
+  await fs.rm(root, { recursive: true, force: true });
+});
+
+function genArgs(over: Partial<GenerateArgs>): GenerateArgs {
+  return { checkpoint: ckpt, n: 2, cfg: 5, temperature: 1, 'top-k': 0, 'top-p': 1, seed: '3', cache: true, backend: 'wasm', progress: false, out: path.join(root, 'out'), batch: 2, grid: true, ...over };
+}
+
+async function files(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  const walk = async (d: string) => {
+    for (const e of await fs.readdir(d, { withFileTypes: true })) (e.isDirectory() ? await walk(path.join(d, e.name)) : out.push(path.relative(dir, path.join(d, e.name))));
+  };
+  await walk(dir);
+  return out.sort();
+}
+
+describe('janus4o generate', () => {
+  test('PNGs with sidecars and a grid; same seed -> byte-identical PNGs, other seed -> different', async () => {
+    const a = path.join(root, 'a');
+    const summary = await runGenerate(genArgs({ prompt: 'a red circle', out: a }), quiet);
+    expect(summary).toMatchObject({ prompts: 1, images: 2, backend: 'wasm', checkpoint: ckpt });
+    expect(summary.image_tokens_per_s).toBeGreaterThan(0);
+    expect(await files(a)).toEqual(['00000/0000.json', '00000/0000.png', '00000/0001.json', '00000/0001.png', '00000/grid.png', '00000/prompt.txt']);
+    const side = JSON.parse(await fs.readFile(path.join(a, '00000/0001.json'), 'utf8'));
+    expect(side).toMatchObject({ prompt: 'a red circle', seed: '3', prompt_index: 0, sample_index: 1, cfg: 5, temperature: 1, checkpoint: ckpt, backend: 'wasm' });
+    expect(side.seconds).toBeGreaterThan(0);
+    const meta = await sharp(await fs.readFile(path.join(a, '00000/0000.png'))).metadata();
+    expect([meta.width, meta.height, meta.channels]).toEqual([64, 64, 3]);
+
+    const b = path.join(root, 'b');
+    await runGenerate(genArgs({ prompt: 'a red circle', out: b }), quiet);
+    const c = path.join(root, 'c');
+    await runGenerate(genArgs({ prompt: 'a red circle', out: c, seed: '4' }), quiet);
+    // The same weights loaded from a training checkpoint root (its `latest`) draw the same images.
+    const t = path.join(root, 't');
+    const ts = await runGenerate(genArgs({ prompt: 'a red circle', out: t, checkpoint: trainRoot }), quiet);
+    expect(ts.checkpoint).toBe(path.join(trainRoot, 'step-000001'));
+    for (const f of ['0000.png', '0001.png']) {
+      const pa = await fs.readFile(path.join(a, '00000', f));
+      expect(Buffer.compare(pa, await fs.readFile(path.join(b, '00000', f)))).toBe(0);
+      expect(Buffer.compare(pa, await fs.readFile(path.join(t, '00000', f)))).toBe(0);
+      expect(Buffer.compare(pa, await fs.readFile(path.join(c, '00000', f)))).not.toBe(0);
+    }
+  });
+
+  test('--geneval writes the official layout; --dpg writes 2x2 grids by prompt id', async () => {
+    const meta = path.join(root, 'meta.jsonl');
+    const lines = ['{"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"}', '{"tag": "colors", "include": [{"class": "square", "count": 1, "color": "red"}], "prompt": "a photo of a red square"}'];
+    await fs.writeFile(meta, `${lines.join('\n')}\n`);
+    const g = path.join(root, 'geneval');
+    await runGenerate(genArgs({ geneval: meta, out: g, n: 1, grid: false }), quiet);
+    expect(await files(g)).toEqual(['00000/metadata.jsonl', '00000/samples/0000.png', '00001/metadata.jsonl', '00001/samples/0000.png']);
+    expect(await fs.readFile(path.join(g, '00001/metadata.jsonl'), 'utf8')).toBe(`${lines[1]}\n`);
+
+    const pdir = path.join(root, 'dpg_prompts');
+    await fs.mkdir(pdir);
+    await fs.writeFile(path.join(pdir, 'whoops7.txt'), 'a blue diamond');
+    const d = path.join(root, 'dpg');
+    await expect(runGenerate(genArgs({ dpg: pdir, out: d, n: 2 }), quiet)).rejects.toThrow(/needs -n 4/);
+    await runGenerate(genArgs({ dpg: pdir, out: d, n: 4 }), quiet);
+    expect(await files(d)).toEqual(['whoops7.png']);
+    const m = await sharp(path.join(d, 'whoops7.png')).metadata();
+    expect([m.width, m.height]).toEqual([128, 128]);
+  });
+
+  test('the yargs command parses the documented flags', async () => {
+    const out = path.join(root, 'yargs');
+    const writes: string[] = [];
+    const spy = jest.spyOn(process.stdout, 'write').mockImplementation((s: string | Uint8Array) => {
+      writes.push(String(s));
+      return true;
+    });
+    const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      await yargs(['generate', '--checkpoint', ckpt, '--prompt', 'two squares', '-n', '1', '--cfg', '3', '--temperature', '0.9', '--seed', '8', '--out', out, '--backend', 'wasm', '--no-grid', '--top-k', '50'])
+        .command(generateCommand)
+        .strict()
+        .fail((msg, e) => {
+          throw e ?? new UserError(msg);
+        })
+        .parseAsync();
+    } finally {
+      spy.mockRestore();
+      err.mockRestore();
+    }
+    expect(JSON.parse(writes.join(''))).toMatchObject({ images: 1, prompts: 1 });
+    expect(JSON.parse(await fs.readFile(path.join(out, '00000/0000.json'), 'utf8'))).toMatchObject({ cfg: 3, temperature: 0.9, seed: '8', top_k: 50 });
+    expect(await files(out)).toEqual(['00000/0000.json', '00000/0000.png', '00000/prompt.txt']);
+  });
+});
+
+describe('janus4o edit and eval', () => {
+  test('edit: 3-branch CFG from a source image, sidecars record cfg2 and the image', async () => {
+    const src = path.join(root, 'src.png');
+    await fs.writeFile(src, await renderScene(makeEditSample(1, 0).source, 64));
+    const out = path.join(root, 'edit');
+    const s = await runEdit({ ...genArgs({ out, n: 1 }), image: src, prompt: 'remove the red circle', cfg2: 2 } as EditArgs, quiet);
+    expect(s.images).toBe(1);
+    expect(JSON.parse(await fs.readFile(path.join(out, '00000/0000.json'), 'utf8'))).toMatchObject({ prompt: 'remove the red circle', image: src, cfg: 5, cfg2: 2 });
+  });
+
+  test('eval: a ShapeEval report with every category, scenes of the training config excluded', async () => {
+    const report = path.join(root, 'report.json');
+    await fs.writeFile(path.join(ckpt, 'train_config.json'), JSON.stringify({ data: { kind: 'shapeworld', root: path.join(root, 'nowhere'), synth: { seed: 1, t2i: 50, edit: 50 } } }));
+    const r = await runEval({ ...genArgs({ n: 1 }), suite: 'shapeeval', cfg2: 5, 'per-category': 1, 'edits-per-category': 1, report, batch: 8 } as EvalArgs, quiet);
+    expect(r.excluded_training_scenes).toBeGreaterThan(50);
+    expect(Object.keys(r.t2i.summary.categories)).toHaveLength(6);
+    expect(r.t2i.items).toHaveLength(6);
+    expect(r.edit!.items).toHaveLength(7);
+    expect(JSON.parse(await fs.readFile(report, 'utf8'))).toMatchObject({ suite: 'shapeeval', checkpoint: ckpt });
+  });
+});
+
+describe('bad input: a clear error and a non-zero exit', () => {
+  async function fails(p: Promise<unknown>, re: RegExp): Promise<void> {
+    const e = await p.then(
+      () => null,
+      (x: unknown) => x,
+    );
+    expect(e).toBeInstanceOf(UserError);
+    expect((e as Error).message).toMatch(re);
+    const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      expect(reportCliError(e)).not.toBe(0);
+    } finally {
+      err.mockRestore();
+    }
+  }
+
+  test('missing checkpoint, -n 0, cfg < 0, over-long prompt, undecodable --image', async () => {
+    const before = tf.memory().numTensors;
+    await fails(runGenerate(genArgs({ prompt: 'a circle', checkpoint: path.join(root, 'nope') }), quiet), /Checkpoint directory .*nope does not exist/);
+    await fails(runGenerate(genArgs({ prompt: 'a circle', n: 0 }), quiet), /-n must be a positive integer/);
+    await fails(runGenerate(genArgs({ prompt: 'a circle', cfg: -1 }), quiet), /--cfg must be a finite number >= 0/);
+    await fails(runGenerate(genArgs({ prompt: Array(300).fill('red').join(' ') }), quiet), /prompt 1 .* over the model's budget of 256/);
+    await fails(runGenerate(genArgs({}), quiet), /exactly one of --prompt/);
+    const bad = path.join(root, 'bad.png');
+    await fs.writeFile(bad, 'this is not an image');
+    const edit = (over: Partial<EditArgs>) => runEdit({ ...genArgs({}), image: bad, prompt: 'remove the circle', cfg2: 5, ...over } as EditArgs, quiet);
+    await fails(edit({}), /--image .*bad.png: not a readable image/);
+    await fails(edit({ image: path.join(root, 'missing.png') }), /does not exist/);
+    await fails(edit({ cfg2: -2 }), /--cfg2 must be/);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
