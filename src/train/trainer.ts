@@ -12,9 +12,7 @@ import { makeRng } from '../data/rng';
 import { DistributedSampler, SamplerCursor } from '../data/sampler';
 import { imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
-import { checkpointShape } from '../model/params';
-import { toCheckpointLayout, toStoreLayout } from '../io/pretrained';
-import { CheckpointContent, JsonValue, LoadedCheckpoint, saveCheckpoint } from './checkpoint';
+import { CheckpointContent, JsonValue, LoadedCheckpoint, cleanStaleCheckpointFiles, loadWeightsIntoStore, paramStoreWeights, saveCheckpoint } from './checkpoint';
 import { TrainConfig, configHash, trainableFilter } from './config';
 import { AdamW, clipByGlobalNorm } from './optimizer';
 import { ScheduleState, WarmupCosineSchedule, referenceTotalSteps } from './schedule';
@@ -191,6 +189,8 @@ export class Trainer {
   async run(): Promise<number> {
     const c = this.config.checkpoint;
     fs.mkdirSync(c.dir, { recursive: true });
+    // Leftovers of a save that was killed: temp folders, or a renamed checkpoint that `latest` does not name yet.
+    for (const f of await cleanStaleCheckpointFiles(c.dir, c.keep)) this.log(`checkpoint: cleaned up ${f}`);
     const startStep = this.step;
     const perEpoch = Math.floor(this.sampler.perRank / (this.config.train.micro_batch * this.config.train.grad_accum));
     while (this.step < this.totalSteps) {
@@ -218,14 +218,10 @@ export class Trainer {
 
   async saveCheckpoint(): Promise<string> {
     const store = this.model.params;
-    const specs = store.list();
     const rs = this.resumeState();
     const content: CheckpointContent = {
       step: this.step,
-      weights: {
-        entries: specs.map((s) => ({ name: s.name, shape: checkpointShape(s) })),
-        read: async (name) => toCheckpointLayout(store.spec(name), (await store.get(name).data()) as Float32Array),
-      },
+      weights: paramStoreWeights(store),
       modelConfig: this.model.config as unknown as JsonValue,
       trainConfig: this.config as unknown as JsonValue,
       trainerState: {
@@ -247,12 +243,7 @@ export class Trainer {
 
   /** Restores weights, optimizer moments and every stream position from a checkpoint. */
   async restore(ckpt: LoadedCheckpoint): Promise<void> {
-    const store = this.model.params;
-    for (const spec of store.list()) {
-      if (!ckpt.weights.has(spec.name)) throw new Error(`checkpoint ${ckpt.dir}: model.safetensors has no tensor "${spec.name}"`);
-      const data = await ckpt.weights.read(spec.name);
-      store.setValue(spec.name, toStoreLayout(spec, data));
-    }
+    await loadWeightsIntoStore(ckpt.weights, this.model.params);
     await this.optimizer.importState(ckpt.optimizer);
     const st = ckpt.trainerState;
     this.step = st.step;
