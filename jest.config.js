@@ -3,6 +3,7 @@ module.exports = {
   preset: 'ts-jest',
   testEnvironment: 'node',
   roots: ['<rootDir>/test'],
+  globalSetup: '<rootDir>/test/global_setup.js',
   testMatch: ['**/*.test.ts'],
   // Whole-model tests on the cpu/wasm backends are compute-bound; give them room.
   testTimeout: 180000,

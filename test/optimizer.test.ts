@@ -172,8 +172,8 @@ describe('AdamW', () => {
     const specs = SPECS.map(([name, shape]) => ({ name, shape }));
     const plan = planShards(specs, 0, 3);
     expect(plan.total).toBe(35 + 5 + 5 + 15 + 4);
-    // Slices are contiguous and balanced: ceil(64 / 3) = 22.
-    expect([0, 1, 2].map((r) => { const p = planShards(specs, r, 3); return [p.start, p.end]; })).toEqual([[0, 22], [22, 44], [44, 64]]);
+    // Slices are contiguous and balanced like the ring collectives' shards: 64 = 22 + 21 + 21.
+    expect([0, 1, 2].map((r) => { const p = planShards(specs, r, 3); return [p.start, p.end]; })).toEqual([[0, 22], [22, 43], [43, 64]]);
 
     const single = makeVars();
     const one = new AdamW(specs, { weightDecay: 0.1 });

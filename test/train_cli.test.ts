@@ -2,7 +2,7 @@
  * The training command end to end through the compiled CLI: exact resume after SIGKILL, SIGTERM producing a
  * checkpoint and a clean exit, and config errors as one paragraph with a non-zero exit.
  */
-import { ChildProcess, execFileSync, spawn, spawnSync } from 'child_process';
+import { ChildProcess, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -82,7 +82,6 @@ function checkpointFiles(dir: string): Map<string, Buffer> {
 
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'janus4o-train-cli-'));
-  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'pipe' });
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

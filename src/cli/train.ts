@@ -7,11 +7,13 @@ import { TrainConfig, applyOverrides, loadTrainConfig, parseTrainConfig } from '
 import { runTraining } from '../train/run';
 import { StepLog } from '../train/trainer';
 import { UserError } from './errors';
+import { launch } from '../train/distributed/launcher';
 import { configOverrides } from './overrides';
 
 interface TrainArgs {
   config: string;
   backend?: string;
+  nproc?: number;
   resume?: string;
   'allow-change': string[];
   progress: boolean;
@@ -64,6 +66,15 @@ async function train(cfg: TrainConfig, source: string, resume: string | null, al
   );
 }
 
+/** Re-runs this very command line in `nproc` workers (the launcher sets RANK, WORLD_SIZE, MASTER_*, a job secret). */
+async function launchWorkers(nproc: number, gpus: boolean): Promise<number> {
+  if (!Number.isInteger(nproc) || nproc < 1) throw new UserError(`--nproc must be a positive integer, got ${nproc}`);
+  const args = process.argv.slice(2).filter((x, i, all) => x !== '--nproc' && all[i - 1] !== '--nproc' && !x.startsWith('--nproc='));
+  const res = await launch({ script: process.argv[1], args: [...args, '--nproc', '1'], nproc, gpus });
+  if (res.message) process.stderr.write(`${res.message}\n`);
+  return res.exitCode;
+}
+
 export const trainCommand: CommandModule<object, TrainArgs> = {
   command: 'train',
   describe: 'Fine-tune with the Janus-4o recipe from a YAML config (dotted overrides: --train.lr 1e-5)',
@@ -71,12 +82,18 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
     y
       .option('config', { type: 'string', demandOption: true, describe: 'training config (e.g. configs/tiny.yaml)' })
       .option('resume', { type: 'string', describe: '"auto" (newest checkpoint in checkpoint.dir, if any) or a checkpoint folder' })
+      .option('nproc', { type: 'number', describe: 'start this many data-parallel workers on this machine (default: distributed.nproc)' })
       .option('backend', { type: 'string', choices: ['auto', 'tensorflow', 'wasm', 'cpu'], describe: 'overrides the config\'s backend' })
       .option('allow-change', { type: 'string', array: true, default: [], describe: 'config keys allowed to differ from the checkpoint on resume' })
       .option('progress', { type: 'boolean', default: true, describe: 'progress bar on a terminal' }),
   handler: async (a) => {
     const cfg = loadTrainConfig(a.config, configOverrides());
     if (a.backend) cfg.backend = a.backend as TrainConfig['backend'];
+    const nproc = a.nproc ?? cfg.distributed.nproc;
+    if (nproc > 1 && process.env.WORLD_SIZE === undefined && process.env.SLURM_PROCID === undefined) {
+      process.exitCode = await launchWorkers(nproc, cfg.backend === 'tensorflow' || cfg.backend === 'auto');
+      return;
+    }
     await train(cfg, a.config, a.resume ?? null, a['allow-change'], a.progress);
   },
 };

@@ -15,6 +15,7 @@
  * its moments are allocated on its first update.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { shardRange } from './distributed/layout';
 
 export interface ParamShape {
   name: string;
@@ -57,7 +58,11 @@ export interface ShardPlan {
   segments: Segment[];
 }
 
-/** Splits the flat vector into worldSize contiguous slices of ceil(total / worldSize) (the last may be short). */
+/**
+ * Splits the flat vector into worldSize contiguous slices, with the ring collectives' layout (shardRange: the
+ * first total % worldSize slices are one element longer), so a reduce-scatter hands each rank exactly the
+ * gradient slice its optimizer shard owns.
+ */
 export function planShards(params: readonly ParamShape[], rank = 0, worldSize = 1): ShardPlan {
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new Error(`planShards: worldSize must be a positive integer, got ${worldSize}`);
   if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw new Error(`planShards: rank ${rank} out of range for worldSize ${worldSize}`);
@@ -71,9 +76,7 @@ export function planShards(params: readonly ParamShape[], rank = 0, worldSize = 
     total += size;
     return entry;
   });
-  const per = Math.ceil(total / worldSize);
-  const start = Math.min(total, rank * per);
-  const end = Math.min(total, start + per);
+  const { start, end } = shardRange(total, worldSize, rank);
   const segments: Segment[] = [];
   for (const p of layout) {
     const a = Math.max(start, p.flatOffset);
@@ -92,7 +95,7 @@ export interface VariableSource {
  * Gradients for an update: full-parameter gradients by name (the shapes of the parameters; missing names are
  * skipped like torch skips `grad is None`), or this rank's slice of the flat gradient vector ([start, end)).
  */
-export type GradientSource = ReadonlyMap<string, tf.Tensor> | { flat: tf.Tensor };
+export type GradientSource = ReadonlyMap<string, tf.Tensor> | { flat: tf.Tensor; present?: ReadonlySet<string> };
 
 /** Metadata of one optimizer shard, stored next to its tensors in a checkpoint. */
 export interface OptimizerShardMeta {
@@ -189,6 +192,9 @@ export class AdamW {
       if (!variable) throw new Error(`AdamW: no variable for parameter "${seg.name}"`);
       if (variable.size !== seg.paramSize) throw new Error(`AdamW: "${seg.name}" has ${variable.size} elements, optimizer expects ${seg.paramSize}`);
       let grad: tf.Tensor | undefined;
+      // A flat shard carries zeros for parameters that got no gradient anywhere; `present` says which did, so
+      // they are skipped exactly as a missing map entry is.
+      if (flat && (grads as { present?: ReadonlySet<string> }).present?.has(seg.name) === false) continue;
       if (flat) grad = flat;
       else {
         grad = (grads as ReadonlyMap<string, tf.Tensor>).get(seg.name);

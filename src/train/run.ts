@@ -21,7 +21,10 @@ import { Janus4o } from '../model/janus';
 import { loadImage } from '../tokenizer/image';
 import { WordTokenizer } from '../tokenizer/word';
 import { findLatestCheckpoint, loadCheckpoint, resolveCheckpoint, checkResumeConfig } from './checkpoint';
-import { TrainConfig, checkConfigPaths } from './config';
+import { TrainConfig, checkConfigPaths, configHash } from './config';
+import { initDistributed } from './distributed/init';
+import { readDistEnv } from './distributed/env';
+import type { Communicator } from './distributed/collectives';
 import { heldoutLoss } from './evaluate';
 import { StepLog, Trainer, TrainingSet } from './trainer';
 
@@ -67,20 +70,43 @@ function shapeworldTokenizer(root: string): { tok: WordTokenizer; file: string }
 }
 
 export async function runTraining(cfg: TrainConfig, o: RunOptions): Promise<RunResult> {
-  const log = o.log ?? (() => undefined);
   const t0 = Date.now();
+  // A worker of a data-parallel job (started by our launcher, torchrun-style launchers or Slurm) joins it first,
+  // so a misconfigured job fails before any data work.
+  const dist = readDistEnv(process.env);
+  let comm: Communicator | null = null;
+  if (dist.worldSize > 1) {
+    // The fingerprint ignores where checkpoints go and the backend; everything that shapes training must match.
+    const shared = { ...cfg, checkpoint: undefined, backend: undefined };
+    comm = (await initDistributed({ configFingerprint: configHash(shared as unknown as TrainConfig) })).comm;
+  }
+  const rank = comm?.rank ?? 0;
+  const baseLog = o.log ?? (() => undefined);
+  // Only rank 0 talks, except for warnings and errors that name their rank.
+  const log = rank === 0 ? baseLog : () => undefined;
+  try {
+    return await runOnRank(cfg, o, comm, log, t0);
+  } finally {
+    await comm?.close();
+  }
+}
+
+async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | null, log: (l: string) => void, t0: number): Promise<RunResult> {
   await initBackend(cfg.backend, log);
   checkConfigPaths(cfg, o.source);
   if (cfg.data.kind !== 'shapeworld') {
     throw new UserError(`data.kind ${cfg.data.kind} in ${o.source}: training on ShareGPT-4o-Image needs model.pretrained with its tokenizer.json; see README "Training on real weights".`);
   }
   const root = path.resolve(cfg.data.root);
-  if (!fs.existsSync(path.join(root, 'text_to_image.json'))) {
+  // Rank 0 synthesises and prepares shared data; the others wait for it.
+  const rank0 = (comm?.rank ?? 0) === 0;
+  if (rank0 && !fs.existsSync(path.join(root, 'text_to_image.json'))) {
     const s = cfg.data.synth ?? { t2i: 2000, edit: 2000, size: 64, seed: 1, caption_noise: 0 };
     log(`data: synthesising ShapeWorld into ${root} (${s.t2i} T2I + ${s.edit} edits, ${s.size} px, seed ${s.seed})`);
     await synthesize({ out: root, t2i: s.t2i, edit: s.edit, size: s.size, seed: s.seed, captionNoise: s.caption_noise });
   }
-  const { tok, file: tokFile } = shapeworldTokenizer(root);
+  await comm?.barrier({ tag: 'data' });
+  const { tok, file: tokFile } = rank0 ? shapeworldTokenizer(root) : { tok: WordTokenizer.load(path.join(root, 'tokenizer.json')), file: path.join(root, 'tokenizer.json') };
   const base = presetConfig(cfg.model.preset ?? 'tiny', { llm: { vocabSize: Math.max(tok.vocabSize, 8) } });
   const mcfg = cfg.model.overrides ? presetConfig(cfg.model.preset ?? 'tiny', { ...cfg.model.overrides, llm: { ...cfg.model.overrides.llm, vocabSize: base.llm.vocabSize } }) : base;
   const model = Janus4o.create(mcfg, { seed: cfg.train.seed });
@@ -91,13 +117,14 @@ export async function runTraining(cfg: TrainConfig, o: RunOptions): Promise<RunR
   const fp = await weightsFingerprint(model, 'gen_vision_model.');
   const shardDir = path.resolve(cfg.data.cache_dir ?? path.join(root, '.janus4o-shards', fp));
   log(`data: ${records.length} records; VQ-encoding into ${shardDir} (cached)`);
-  await prepareShards({
+  if (rank0) await prepareShards({
     records,
     root,
     outDir: shardDir,
     encoder: { imageSize: mcfg.imageSize, tokens: n, codebookSize: mcfg.vq.codebookSize, fingerprint: fp, encode: (x) => model.vq.encode(x) },
     loadImage: (file, size) => loadImage(file, { size }),
   });
+  await comm?.barrier({ tag: 'shards' });
   const all = ShardDataset.load(shardDir, root);
   // Held-out records: the last `heldout` of the dataset order (the synthetic teacher's order is random).
   const heldN = Math.min(cfg.data.heldout, Math.floor(all.size / 2));
@@ -122,7 +149,7 @@ export async function runTraining(cfg: TrainConfig, o: RunOptions): Promise<RunR
   };
   const tpl = promptIds(tok);
   const stop = { requested: false };
-  const trainer = new Trainer(model, cfg, data, tpl, { log, onStep: o.onStep, shouldStop: () => stop.requested || (o.shouldStop?.() ?? false) }, [tokFile]);
+  const trainer = new Trainer(model, cfg, data, tpl, { log, onStep: o.onStep, shouldStop: () => stop.requested || (o.shouldStop?.() ?? false), comm: comm ?? undefined }, [tokFile]);
 
   let resumeFrom: string | null = null;
   if (o.resume === 'auto') resumeFrom = await findLatestCheckpoint(cfg.checkpoint.dir, log);
@@ -137,7 +164,7 @@ export async function runTraining(cfg: TrainConfig, o: RunOptions): Promise<RunR
 
   const held = heldIdx.map(sampleOf);
   const heldPixels = async (s: TokenSample) => (pathOf.has(s) ? pixelsOf(pathOf.get(s)!) : null);
-  const before = held.length && !resumeFrom ? (await heldoutLoss(model, held, tpl, heldPixels)).loss : null;
+  const before = held.length && !resumeFrom && rank0 ? (await heldoutLoss(model, held, tpl, heldPixels)).loss : null;
   if (before !== null) log(`held-out image-token loss before training: ${before.toFixed(4)} (${held.length} records)`);
 
   const onSignal = (sig: string) => {
@@ -156,7 +183,7 @@ export async function runTraining(cfg: TrainConfig, o: RunOptions): Promise<RunR
     process.off('SIGINT', sigint);
     process.off('SIGTERM', sigterm);
   }
-  const after = held.length ? (await heldoutLoss(model, held, tpl, heldPixels)).loss : null;
+  const after = held.length && rank0 ? (await heldoutLoss(model, held, tpl, heldPixels)).loss : null;
   if (after !== null) log(`held-out image-token loss after step ${trainer.step}: ${after.toFixed(4)}${before !== null ? ` (${(((before - after) / before) * 100).toFixed(1)}% lower)` : ''}`);
   const latest = await findLatestCheckpoint(cfg.checkpoint.dir);
   model.dispose();

@@ -1,8 +1,9 @@
 /**
  * The training loop of the Janus-4o recipe: micro-batches with gradient accumulation, global-norm clipping,
  * a NaN/Inf guard, AdamW under warmup+cosine, JSONL logs, checkpoints (periodic, at epoch ends, on
- * SIGINT/SIGTERM) and exact resume: the sampler cursor, the masking RNG, the optimizer moments and the
- * schedule position all come back from trainer_state.json.
+ * SIGINT/SIGTERM) and exact resume: the sampler cursor (which also fixes the per-sample masking draws), the
+ * optimizer moments and the schedule position all come back from trainer_state.json. With a communicator it
+ * trains data-parallel (data_parallel.ts): same weights as one process with the same global batch.
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -12,7 +13,9 @@ import { makeRng } from '../data/rng';
 import { DistributedSampler, SamplerCursor } from '../data/sampler';
 import { imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
-import { CheckpointContent, JsonValue, LoadedCheckpoint, cleanStaleCheckpointFiles, loadWeightsIntoStore, paramStoreWeights, saveCheckpoint } from './checkpoint';
+import { CheckpointContent, JsonValue, LoadedCheckpoint, TMP_PREFIX, checkpointName, cleanStaleCheckpointFiles, commitCheckpoint, loadWeightsIntoStore, paramStoreWeights, prepareCheckpoint, saveCheckpoint, writeCheckpointFiles, writeOptimizerShard } from './checkpoint';
+import { DataParallel } from './data_parallel';
+import { Communicator } from './distributed/collectives';
 import { TrainConfig, configHash, trainableFilter } from './config';
 import { AdamW, clipByGlobalNorm } from './optimizer';
 import { ScheduleState, WarmupCosineSchedule, referenceTotalSteps } from './schedule';
@@ -46,6 +49,8 @@ export interface TrainerHooks {
   onStep?: (s: StepLog) => void;
   /** Called after each optimizer step; return true to stop (the trainer then checkpoints and returns). */
   shouldStop?: () => boolean;
+  /** Data-parallel communicator (one process per GPU); absent for a single process. */
+  comm?: Communicator;
 }
 
 interface ResumeState {
@@ -64,6 +69,8 @@ export class Trainer {
   step = 0;
   private consecutiveSkips = 0;
   private readonly logFile: string;
+  /** Set when more than one rank trains together. */
+  readonly dp: DataParallel | null;
 
   constructor(
     readonly model: Janus4o,
@@ -78,14 +85,18 @@ export class Trainer {
     this.trainable = model.params.list().map((s) => s.name).filter(isTrainable);
     if (this.trainable.length === 0) throw new Error('train.trainable / train.frozen leave no parameter to train');
     this.imageTokens = imageTokenCount(model.config);
-    this.sampler = new DistributedSampler({ size: data.size, rank: 0, worldSize: 1, seed: t.seed });
-    const total = t.max_steps ?? referenceTotalSteps({ datasetSize: data.size, microBatch: t.micro_batch, epochs: t.epochs, gradAccum: t.grad_accum, worldSize: 1 });
+    const rank = hooks.comm?.rank ?? 0;
+    const world = hooks.comm?.worldSize ?? 1;
+    this.sampler = new DistributedSampler({ size: data.size, rank, worldSize: world, seed: t.seed });
+    const total = t.max_steps ?? referenceTotalSteps({ datasetSize: data.size, microBatch: t.micro_batch, epochs: t.epochs, gradAccum: t.grad_accum, worldSize: world });
     if (total < 1) throw new Error(`the dataset (${data.size} records) is too small for one optimizer step of ${t.micro_batch * t.grad_accum} samples`);
     this.schedule = new WarmupCosineSchedule(t.lr, { totalSteps: total, warmupRatio: t.warmup_ratio, minLrRatio: t.min_lr_ratio });
     this.optimizer = new AdamW(
       this.trainable.map((name) => ({ name, shape: model.params.spec(name).shape })),
       { betas: t.betas, eps: t.eps, weightDecay: t.weight_decay, noDecay: t.no_decay },
+      config.distributed.zero_stage === 1 ? { rank, worldSize: world } : { rank: 0, worldSize: 1 },
     );
+    this.dp = world > 1 ? new DataParallel(hooks.comm!, this.optimizer, config.distributed.zero_stage as 0 | 1) : null;
     this.logFile = path.join(config.checkpoint.dir, 'train_log.jsonl');
   }
 
@@ -104,7 +115,7 @@ export class Trainer {
     const epoch = this.sampler.cursor().epoch;
     const perSample = lossPositionsPerSample(this.imageTokens, t.loss_alignment);
     const denominator = perSample * t.micro_batch * t.grad_accum;
-    let acc = new Map<string, tf.Tensor>();
+    const acc = new Map<string, tf.Tensor>();
     const lossSum: Record<Task, number> = { t2i: 0, edit: 0 };
     const count: Record<Task, number> = { t2i: 0, edit: 0 };
     let correct = 0;
@@ -144,18 +155,33 @@ export class Trainer {
       }
       correct += r.correct;
     }
-    const clipped = clipByGlobalNorm(acc, t.clip);
-    acc = clipped.grads;
     const lr = this.schedule.lr(this.step);
-    const finite = Number.isFinite(clipped.norm);
-    if (finite) {
-      this.optimizer.step(this.model.params, acc, lr);
-      this.consecutiveSkips = 0;
+    let norm: number;
+    if (this.dp) {
+      // Every rank sees the same averaged gradient, so all agree on its norm and on skipping a NaN step.
+      const synced = await this.dp.reduce(acc);
+      norm = synced.norm;
+      if (Number.isFinite(norm)) await this.dp.step(this.model.params, synced, lr, t.clip);
+      DataParallel.dispose(synced);
+      const [s2, c2, se, ce, cr, tk] = await this.dp.sum([lossSum.t2i, count.t2i, lossSum.edit, count.edit, correct, tokens]);
+      lossSum.t2i = s2;
+      count.t2i = c2;
+      lossSum.edit = se;
+      count.edit = ce;
+      correct = cr;
+      tokens = tk;
     } else {
-      this.consecutiveSkips++;
-      this.log(`warning: step ${this.step + 1}: gradient norm is ${clipped.norm}; update skipped (${this.consecutiveSkips} in a row)`);
+      const clipped = clipByGlobalNorm(acc, t.clip);
+      norm = clipped.norm;
+      if (Number.isFinite(norm)) this.optimizer.step(this.model.params, clipped.grads, lr);
+      tf.dispose([...clipped.grads.values()]);
     }
-    tf.dispose([...acc.values()]);
+    const finite = Number.isFinite(norm);
+    if (finite) this.consecutiveSkips = 0;
+    else {
+      this.consecutiveSkips++;
+      this.log(`warning: step ${this.step + 1}: gradient norm is ${norm}; update skipped (${this.consecutiveSkips} in a row)`);
+    }
     this.step++;
     if (this.consecutiveSkips > t.nan_guard_max_skips) {
       throw new Error(`training diverged: ${this.consecutiveSkips} consecutive non-finite updates (train.nan_guard_max_skips = ${t.nan_guard_max_skips})`);
@@ -170,7 +196,7 @@ export class Trainer {
       loss_edit: count.edit ? lossSum.edit / count.edit : null,
       accuracy: correct / n,
       lr,
-      grad_norm: clipped.norm,
+      grad_norm: norm,
       skipped: !finite,
       tokens_per_s: tokens / seconds,
       samples_per_s: (t.micro_batch * t.grad_accum) / seconds,
@@ -190,15 +216,22 @@ export class Trainer {
     const c = this.config.checkpoint;
     fs.mkdirSync(c.dir, { recursive: true });
     // Leftovers of a save that was killed: temp folders, or a renamed checkpoint that `latest` does not name yet.
-    for (const f of await cleanStaleCheckpointFiles(c.dir, c.keep)) this.log(`checkpoint: cleaned up ${f}`);
+    if ((this.dp?.rank ?? 0) === 0) for (const f of await cleanStaleCheckpointFiles(c.dir, c.keep)) this.log(`checkpoint: cleaned up ${f}`);
+    await this.dp?.comm.barrier({ tag: 'start' });
     const startStep = this.step;
     const perEpoch = Math.floor(this.sampler.perRank / (this.config.train.micro_batch * this.config.train.grad_accum));
+    const rank0 = (this.dp?.rank ?? 0) === 0;
+    if (this.dp) await this.dp.broadcastParams(this.model.params, this.model.params.list().map((p) => p.name));
     while (this.step < this.totalSteps) {
       const s = await this.trainStep();
-      fs.appendFileSync(this.logFile, `${JSON.stringify(s)}\n`);
-      this.hooks.onStep?.(s);
+      if (rank0) {
+        fs.appendFileSync(this.logFile, `${JSON.stringify(s)}\n`);
+        this.hooks.onStep?.(s);
+      }
       const epochEnd = perEpoch > 0 && this.step % perEpoch === 0;
-      const stop = this.hooks.shouldStop?.() ?? false;
+      const localStop = this.hooks.shouldStop?.() ?? false;
+      // A signal may reach one rank only: all stop together at the same step.
+      const stop = this.dp ? (await this.dp.sum([localStop ? 1 : 0]))[0] > 0 : localStop;
       const periodic = c.every_steps > 0 && this.step % c.every_steps === 0;
       if (periodic || (epochEnd && c.at_epoch_end) || stop || this.step === this.totalSteps) await this.saveCheckpoint();
       if (stop) break;
@@ -227,7 +260,8 @@ export class Trainer {
       trainerState: {
         step: rs.step,
         epoch: rs.sampler.epoch,
-        sampler: rs.sampler as unknown as JsonValue,
+        // The cursor counts this rank's samples; with the world size it gives the global position.
+        sampler: { ...rs.sampler, world_size: this.sampler.worldSize },
         // Masking draws are derived per sample from (seed, epoch, index), so the sampler cursor is their state.
         rng: { mask: 'per-sample' },
         schedule: rs.schedule as unknown as JsonValue,
@@ -236,8 +270,22 @@ export class Trainer {
       },
       tokenizerFiles: this.extraFiles,
     };
-    const dir = await saveCheckpoint(this.config.checkpoint.dir, content, [await this.optimizer.exportState()], this.config.checkpoint.keep);
-    this.log(`checkpoint: ${dir} (step ${this.step})`);
+    const c = this.config.checkpoint;
+    if (!this.dp) {
+      const dir = await saveCheckpoint(c.dir, content, [await this.optimizer.exportState()], c.keep);
+      this.log(`checkpoint: ${dir} (step ${this.step})`);
+      return dir;
+    }
+    // Rank 0 writes weights and state, every rank its optimizer shard, then rank 0 commits.
+    const rank0 = this.dp.rank === 0;
+    const tmp = rank0 ? await prepareCheckpoint(c.dir, this.step) : path.join(c.dir, `${TMP_PREFIX}${String(this.step).padStart(6, '0')}`);
+    await this.dp.comm.barrier({ tag: 'ckpt-prepared' });
+    await writeOptimizerShard(tmp, await this.optimizer.exportState());
+    if (rank0) await writeCheckpointFiles(tmp, content);
+    await this.dp.comm.barrier({ tag: 'ckpt-written' });
+    const dir = rank0 ? await commitCheckpoint(c.dir, tmp, this.step, c.keep) : path.join(c.dir, checkpointName(this.step));
+    if (rank0) this.log(`checkpoint: ${dir} (step ${this.step})`);
+    await this.dp.comm.barrier({ tag: 'ckpt-committed' });
     return dir;
   }
 
@@ -247,7 +295,14 @@ export class Trainer {
     await this.optimizer.importState(ckpt.optimizer);
     const st = ckpt.trainerState;
     this.step = st.step;
-    this.sampler.restore(st.sampler as unknown as SamplerCursor);
+    const saved = st.sampler as unknown as SamplerCursor & { world_size?: number };
+    const savedWorld = saved.world_size ?? 1;
+    const global = saved.position * savedWorld;
+    if (global % this.sampler.worldSize !== 0) {
+      throw new Error(`checkpoint ${ckpt.dir}: ${global} samples of epoch ${saved.epoch} were consumed by ${savedWorld} rank(s); that does not split evenly over ${this.sampler.worldSize} ranks`);
+    }
+    // Resuming on another world size: the same global position, cut into this world's strided shares.
+    this.sampler.restore({ epoch: saved.epoch, position: global / this.sampler.worldSize });
     const extra = (st.extra ?? {}) as { consecutive_skips?: number };
     this.consecutiveSkips = extra.consecutive_skips ?? 0;
   }

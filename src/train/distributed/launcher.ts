@@ -1,0 +1,222 @@
+/**
+ * Single-machine launcher: N worker processes with the torchrun variables set, one process group each.
+ *
+ * Process groups: a worker may start helpers of its own; signalling the group (kill(-pid)) reaches them
+ * too, so "stop everything" leaves nothing behind. Because detached workers do not receive the
+ * terminal's Ctrl-C, the launcher forwards SIGINT/SIGTERM itself. Workers also poll their parent pid
+ * (JANUS4O_LAUNCHER_PID, see init.ts) so that even a SIGKILLed launcher leaves no orphans.
+ *
+ * When a worker fails, the others are sent SIGTERM, then SIGKILL after a grace period. The report names
+ * the rank that failed first; a worker killed by an outside signal is preferred over neighbours that
+ * exited moments later only because their ring link to it broke.
+ */
+import { ChildProcess, spawn } from 'child_process';
+import * as crypto from 'crypto';
+import * as readline from 'readline';
+import { EnvVars } from './env';
+import { LAUNCHER_PID_VAR } from './init';
+import { boundAddress, closeServer, listen } from './net_util';
+
+export interface LaunchOptions {
+  /** Node script every worker runs. */
+  script: string;
+  args?: string[];
+  nproc: number;
+  /** Extra node flags, e.g. ['--max-old-space-size=16384']. */
+  nodeArgs?: string[];
+  /** Base environment of the workers (default process.env). */
+  env?: EnvVars;
+  masterAddr?: string;
+  /** Default: MASTER_PORT from the environment, else a free port. */
+  masterPort?: number;
+  /** true: CUDA_VISIBLE_DEVICES = one device per local rank (from the inherited list, else 0..N-1). */
+  gpus?: boolean | string[];
+  /** Between SIGTERM and SIGKILL when stopping workers. */
+  graceMs?: number;
+  /** Lines of each worker's output kept for the failure report. */
+  tailLines?: number;
+  forwardSignals?: boolean;
+  /** Receives every output line; default prefixes it with the rank and copies it to our stdout/stderr. */
+  onLine?: (rank: number, stream: 'stdout' | 'stderr', line: string) => void;
+}
+
+export interface WorkerExit {
+  rank: number;
+  pid: number;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface LaunchResult {
+  /** 0 on success; what the launcher process should exit with. */
+  exitCode: number;
+  /** The rank blamed for the failure, or null. */
+  failedRank: number | null;
+  /** Human-readable failure report (rank, exit status, last lines), or null. */
+  message: string | null;
+  exits: WorkerExit[];
+  pids: number[];
+}
+
+interface Worker {
+  rank: number;
+  child: ChildProcess;
+  pid: number;
+  tail: string[];
+  exit: WorkerExit | null;
+  closed: Promise<void>;
+  signalledByUs: boolean;
+  exitOrder: number;
+}
+
+const SIGNAL_CODES: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 2, SIGTERM: 15 };
+
+export async function freePort(host: string): Promise<number> {
+  const server = await listen(host, 0);
+  const { port } = boundAddress(server);
+  await closeServer(server);
+  return port;
+}
+
+export function deviceList(gpus: boolean | string[] | undefined, nproc: number, env: EnvVars): string[] | null {
+  if (gpus === undefined || gpus === false) return null;
+  const list = Array.isArray(gpus)
+    ? gpus
+    : env.CUDA_VISIBLE_DEVICES !== undefined && env.CUDA_VISIBLE_DEVICES.trim() !== ''
+      ? env.CUDA_VISIBLE_DEVICES.split(',').map((s) => s.trim())
+      : Array.from({ length: nproc }, (_, i) => String(i));
+  if (list.length < nproc) throw new Error(`${nproc} workers need ${nproc} GPUs, only ${list.length} visible (${list.join(',')})`);
+  return list;
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // ESRCH: the group is already gone.
+  }
+}
+
+export async function launch(o: LaunchOptions): Promise<LaunchResult> {
+  if (!Number.isInteger(o.nproc) || o.nproc < 1) throw new Error(`nproc must be a positive integer, got ${o.nproc}`);
+  const base = o.env ?? process.env;
+  const masterAddr = o.masterAddr ?? base.MASTER_ADDR ?? '127.0.0.1';
+  const masterPort = o.masterPort ?? (base.MASTER_PORT ? Number(base.MASTER_PORT) : await freePort(masterAddr));
+  const secret = base.JANUS4O_JOB_SECRET ?? crypto.randomBytes(32).toString('hex');
+  const devices = deviceList(o.gpus, o.nproc, base);
+  const graceMs = o.graceMs ?? 5000;
+  const tailLines = o.tailLines ?? 20;
+  const onLine = o.onLine ?? ((rank, stream, line) => (stream === 'stdout' ? process.stdout : process.stderr).write(`[rank ${rank}] ${line}\n`));
+
+  const workers: Worker[] = [];
+  let exitCounter = 0;
+  let stopping = false;
+  let interrupted: NodeJS.Signals | null = null;
+  let killTimer: NodeJS.Timeout | undefined;
+
+  const stopAll = (signal: NodeJS.Signals): void => {
+    for (const w of workers) {
+      if (w.exit === null) {
+        w.signalledByUs = true;
+        killGroup(w.pid, signal);
+      }
+    }
+    if (killTimer === undefined) {
+      killTimer = setTimeout(() => {
+        for (const w of workers) if (w.exit === null) killGroup(w.pid, 'SIGKILL');
+      }, graceMs);
+    }
+  };
+
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (interrupted !== null) {
+      // A second Ctrl-C means now.
+      for (const w of workers) if (w.exit === null) killGroup(w.pid, 'SIGKILL');
+      return;
+    }
+    interrupted = signal;
+    stopping = true;
+    stopAll(signal);
+  };
+  if (o.forwardSignals !== false) {
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+
+  try {
+    for (let rank = 0; rank < o.nproc; rank++) {
+      const env: EnvVars = {
+        ...base,
+        RANK: String(rank), LOCAL_RANK: String(rank), GROUP_RANK: '0',
+        WORLD_SIZE: String(o.nproc), LOCAL_WORLD_SIZE: String(o.nproc),
+        MASTER_ADDR: masterAddr, MASTER_PORT: String(masterPort),
+        JANUS4O_JOB_SECRET: secret, [LAUNCHER_PID_VAR]: String(process.pid),
+      };
+      if (devices) env.CUDA_VISIBLE_DEVICES = devices[rank];
+      const child = spawn(process.execPath, [...(o.nodeArgs ?? []), o.script, ...(o.args ?? [])], {
+        env, stdio: ['ignore', 'pipe', 'pipe'], detached: true,
+      });
+      const w: Worker = { rank, child, pid: child.pid ?? -1, tail: [], exit: null, closed: Promise.resolve(), signalledByUs: false, exitOrder: 0 };
+      w.closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+      for (const stream of ['stdout', 'stderr'] as const) {
+        const rl = readline.createInterface({ input: child[stream] as NodeJS.ReadableStream, crlfDelay: Infinity });
+        rl.on('line', (line) => {
+          w.tail.push(line);
+          if (w.tail.length > tailLines) w.tail.shift();
+          onLine(rank, stream, line);
+        });
+      }
+      child.once('error', (e) => {
+        w.tail.push(`spawn failed: ${e.message}`);
+        if (w.exit === null) w.exit = { rank, pid: w.pid, code: 127, signal: null };
+      });
+      child.once('exit', (code, signal) => {
+        w.exit = { rank, pid: w.pid, code, signal };
+        w.exitOrder = ++exitCounter;
+        // Leftover helpers of an exited worker would otherwise outlive the job.
+        killGroup(w.pid, 'SIGKILL');
+        const failed = code !== 0 || signal !== null;
+        if (failed && !stopping) {
+          stopping = true;
+          stopAll('SIGTERM');
+        }
+      });
+      workers.push(w);
+    }
+    await Promise.all(workers.map((w) => w.closed));
+  } finally {
+    clearTimeout(killTimer);
+    if (o.forwardSignals !== false) {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  }
+  return report(workers, interrupted);
+}
+
+function describe(e: WorkerExit): string {
+  return e.signal !== null ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
+}
+
+function report(workers: Worker[], interrupted: NodeJS.Signals | null): LaunchResult {
+  const exits = workers.map((w) => w.exit ?? { rank: w.rank, pid: w.pid, code: null, signal: null });
+  const pids = workers.map((w) => w.pid);
+  const failures = workers.filter((w) => w.exit !== null && (w.exit.code !== 0 || w.exit.signal !== null) && !w.signalledByUs);
+  if (interrupted !== null && failures.length === 0) {
+    return { exitCode: 128 + (SIGNAL_CODES[interrupted] ?? 1), failedRank: null, message: `interrupted by ${interrupted}; stopped all workers`, exits, pids };
+  }
+  if (failures.length === 0) return { exitCode: 0, failedRank: null, message: null, exits, pids };
+  failures.sort((a, b) => {
+    const sa = a.exit?.signal ? 0 : 1;
+    const sb = b.exit?.signal ? 0 : 1;
+    return sa - sb || a.exitOrder - b.exitOrder;
+  });
+  const first = failures[0];
+  const e = first.exit as WorkerExit;
+  const lines = first.tail.length > 0 ? first.tail.map((l) => `  | ${l}`).join('\n') : '  | (no output)';
+  const others = failures.slice(1).map((w) => `rank ${w.rank} ${describe(w.exit as WorkerExit)}`);
+  const message = `worker rank ${first.rank} (pid ${first.pid}) ${describe(e)}; its last ${first.tail.length} line(s):\n${lines}`
+    + (others.length > 0 ? `\nalso failed: ${others.join('; ')}` : '')
+    + '\nstopped all other workers';
+  return { exitCode: 1, failedRank: first.rank, message, exits, pids };
+}

@@ -1,0 +1,115 @@
+/** The launcher as a process: worker death, worker failure, signal forwarding, no orphans. */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { deviceList } from '../../src/train/distributed/launcher';
+import { parseLaunchArgs } from '../../src/train/distributed/cli';
+import { buildDistModule, Proc, startNode, WORKERS_DIR } from './helpers';
+
+const WORKER = path.join(WORKERS_DIR, 'collective_worker.js');
+let distDir: string;
+let tmp: string;
+
+beforeAll(() => {
+  distDir = buildDistModule();
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'janus4o-launch-'));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function startLauncher(nproc: number, mode: string, extra: Record<string, string> = {}): Proc {
+  return startNode(path.join(distDir, 'cli.js'), ['--nproc', String(nproc), '--grace-ms', '3000', '--', WORKER, mode], {
+    JANUS4O_DIST_DIR: distDir, TEST_OUT: tmp, TEST_LENGTH: '50000', ...extra,
+  });
+}
+
+/** Waits until every rank printed its pid; returns pid by rank. */
+async function workerPids(launcher: Proc, n: number): Promise<number[]> {
+  const pids: number[] = [];
+  for (let r = 0; r < n; r++) {
+    const line = await launcher.waitFor(new RegExp(`\\[rank ${r}\\] PID (\\d+) rank ${r}`));
+    pids[r] = Number(/PID (\d+)/.exec(line)?.[1]);
+  }
+  return pids;
+}
+
+async function killLeftovers(pids: number[]): Promise<void> {
+  for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+}
+
+test('SIGKILL of one of 4 workers mid-job: all exit within 30 s, launcher exits non-zero naming the rank, nothing left behind', async () => {
+  const launcher = startLauncher(4, 'loop');
+  const pids = await workerPids(launcher, 4);
+  try {
+    await launcher.waitFor('[rank 0] ITER 10');
+    const killedAt = Date.now();
+    process.kill(pids[2], 'SIGKILL');
+    const res = await launcher.done;
+    expect(Date.now() - killedAt).toBeLessThan(30_000);
+    expect(res.code).not.toBe(0);
+    expect(res.stderr).toMatch(/janus4o launch: worker rank 2 \(pid \d+\) was killed by SIGKILL/);
+    for (const pid of pids) expect(alive(pid)).toBe(false);
+    // The survivors noticed the broken ring themselves rather than hanging until SIGTERM.
+    expect(res.stdout + res.stderr).toMatch(/rank 2|PEER_LOST|aborted|closed/);
+  } finally {
+    await killLeftovers(pids);
+  }
+});
+
+test('a worker that fails by itself: launcher exits non-zero with its rank, exit code and last log lines', async () => {
+  const launcher = startLauncher(3, 'fail', { TEST_FAIL_RANK: '1' });
+  const res = await launcher.done;
+  expect(res.code).toBe(1);
+  expect(res.stderr).toMatch(/worker rank 1 \(pid \d+\) exited with code 3; its last \d+ line\(s\):/);
+  expect(res.stderr).toMatch(/\| boom: simulated worker failure/);
+});
+
+test('SIGTERM to the launcher is forwarded; it exits 143 and leaves no worker behind', async () => {
+  const launcher = startLauncher(2, 'loop');
+  const pids = await workerPids(launcher, 2);
+  try {
+    await launcher.waitFor('[rank 0] ITER 0');
+    launcher.child.kill('SIGTERM');
+    const res = await launcher.done;
+    expect(res.code).toBe(143);
+    expect(res.stderr).toMatch(/interrupted by SIGTERM/);
+    for (const pid of pids) expect(alive(pid)).toBe(false);
+  } finally {
+    await killLeftovers(pids);
+  }
+});
+
+test('a worker whose launcher is SIGKILLed exits by itself', async () => {
+  const launcher = startLauncher(2, 'loop');
+  const pids = await workerPids(launcher, 2);
+  try {
+    launcher.child.kill('SIGKILL');
+    await launcher.done;
+    const end = Date.now() + 15_000;
+    while (pids.some(alive) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+    for (const pid of pids) expect(alive(pid)).toBe(false);
+  } finally {
+    await killLeftovers(pids);
+  }
+});
+
+test('argument parsing and GPU assignment', () => {
+  expect(parseLaunchArgs(['--nproc', '4', '--gpus', '--master-port', '29501', '--', 'train.js', '--config', 'x.yaml'])).toMatchObject({
+    nproc: 4, gpus: true, masterPort: 29501, script: 'train.js', args: ['--config', 'x.yaml'],
+  });
+  expect(parseLaunchArgs(['--nproc', '2', 'w.js'])).toMatchObject({ nproc: 2, script: 'w.js', args: [] });
+  expect(() => parseLaunchArgs(['--nproc', '2'])).toThrow(/usage/);
+  expect(() => parseLaunchArgs(['--bogus', 'w.js'])).toThrow(/unknown option/);
+  expect(deviceList(true, 2, { CUDA_VISIBLE_DEVICES: '4,5,6' })).toEqual(['4', '5', '6']);
+  expect(deviceList(true, 3, {})).toEqual(['0', '1', '2']);
+  expect(deviceList(false, 3, {})).toBeNull();
+  expect(() => deviceList(true, 4, { CUDA_VISIBLE_DEVICES: '0,1' })).toThrow(/4 GPUs/);
+});

@@ -1,0 +1,130 @@
+/**
+ * Real worker processes on loopback: the launcher, external (torchrun-style) launch, strangers hitting
+ * a running job, missing workers. Launcher failure handling is in launcher.test.ts.
+ */
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
+import { launch } from '../../src/train/distributed/launcher';
+import { freePort } from '../../src/train/distributed/launcher';
+import { referenceAllReduce, shardRange } from '../../src/train/distributed/layout';
+import { encodeHeader, FrameKind } from '../../src/train/distributed/framing';
+import { controlFrame } from '../../src/train/distributed/auth';
+import { buildDistModule, randomBuffer, startNode, torchrunEnv, WORKERS_DIR } from './helpers';
+
+const WORKER = path.join(WORKERS_DIR, 'collective_worker.js');
+const LENGTHS = [1, 3, 1000, 16387];
+let distDir: string;
+let tmp: string;
+
+beforeAll(() => {
+  distDir = buildDistModule();
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'janus4o-proc-'));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function read(dir: string, name: string): Float32Array {
+  const b = fs.readFileSync(path.join(dir, name));
+  return new Float32Array(b.buffer, b.byteOffset, b.byteLength / 4);
+}
+
+function same(a: Float32Array, b: Float32Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+/** Verifies every file the `check` worker mode wrote against local references. */
+function verifyCheck(dir: string, n: number): void {
+  for (const L of LENGTHS) {
+    const sum = referenceAllReduce(Array.from({ length: n }, (_, r) => randomBuffer(1000 * r + L, L)));
+    const avg = referenceAllReduce(Array.from({ length: n }, (_, r) => randomBuffer(1000 * r + L + 1, L)), { average: true });
+    const zAvg = referenceAllReduce(Array.from({ length: n }, (_, r) => randomBuffer(1000 * r + L + 2, L)), { average: true });
+    for (let r = 0; r < n; r++) {
+      expect(same(read(dir, `sum-${L}-${r}.bin`), sum)).toBe(true);
+      expect(same(read(dir, `avg-${L}-${r}.bin`), avg)).toBe(true);
+      const { start, end } = shardRange(L, n, r);
+      expect(same(read(dir, `shard-${L}-${r}.bin`), zAvg.subarray(start, end))).toBe(true);
+      expect(same(read(dir, `gathered-${L}-${r}.bin`), zAvg)).toBe(true);
+    }
+  }
+  const bcast = randomBuffer(777, 5000);
+  for (let r = 0; r < n; r++) expect(same(read(dir, `bcast-${r}.bin`), bcast)).toBe(true);
+}
+
+function workerEnv(extra: Record<string, string>): Record<string, string> {
+  return { PATH: process.env.PATH ?? '', JANUS4O_DIST_DIR: distDir, TEST_LENGTHS: LENGTHS.join(','), TEST_CHUNK: '1000', ...extra };
+}
+
+test.each([2, 3, 4])('launcher with N=%i: every collective in separate processes matches the local reference bit for bit', async (n) => {
+  const dir = fs.mkdtempSync(path.join(tmp, `launch${n}-`));
+  const lines: string[] = [];
+  const result = await launch({
+    script: WORKER, args: ['check'], nproc: n, env: workerEnv({ TEST_OUT: dir }), gpus: ['7', '5', '3', '1'].slice(0, n),
+    forwardSignals: false, onLine: (rank, stream, line) => lines.push(`[${rank} ${stream}] ${line}`),
+  });
+  expect({ code: result.exitCode, message: result.message }).toEqual({ code: 0, message: null });
+  const results = lines.filter((l) => l.includes('RESULT ')).map((l) => JSON.parse(l.slice(l.indexOf('RESULT ') + 7)) as { rank: number; gathered: number[]; cuda: string });
+  expect(results.length).toBe(n);
+  for (const res of results) {
+    expect(res.gathered).toEqual(Array.from({ length: n }, (_, r) => [r, 2 * r]).flat());
+    expect(res.cuda).toBe(['7', '5', '3', '1'][res.rank]);
+  }
+  verifyCheck(dir, n);
+});
+
+test('external launch: two processes started with the torchrun variables (no launcher) work together', async () => {
+  const dir = fs.mkdtempSync(path.join(tmp, 'ext-'));
+  const port = await freePort('127.0.0.1');
+  const procs = [0, 1].map((r) => startNode(WORKER, ['check'], workerEnv({ ...torchrunEnv(r, 2, port), TEST_OUT: dir })));
+  const results = await Promise.all(procs.map((p) => p.done));
+  for (const res of results) expect({ code: res.code, err: res.code === 0 ? '' : res.stderr }).toEqual({ code: 0, err: '' });
+  verifyCheck(dir, 2);
+});
+
+test('strangers without the secret or sending garbage during a running job are rejected and the job completes', async () => {
+  const dir = fs.mkdtempSync(path.join(tmp, 'sec-'));
+  const port = await freePort('127.0.0.1');
+  const stopFile = path.join(dir, 'stop');
+  const env = (r: number): Record<string, string> => workerEnv({ ...torchrunEnv(r, 3, port), TEST_OUT: dir, TEST_STOP_FILE: stopFile, TEST_LENGTH: '5000' });
+  const rank0 = startNode(WORKER, ['loop'], env(0));
+  await rank0.waitFor('rendezvous listening');
+  const attack = async (): Promise<void> => {
+    // Wrong secret: a worker of "another job" with the same port.
+    const impostor = startNode(WORKER, ['loop'], workerEnv({ ...torchrunEnv(1, 3, port), JANUS4O_JOB_SECRET: 'some-other-jobs-secret-123' }));
+    const res = await impostor.done;
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/JANUS4O_JOB_SECRET/);
+    for (const payload of [Buffer.from('\x16\x03\x01 garbage bytes that are not a janus4o frame at all'), encodeHeader({ ...controlFrame(FrameKind.Hello), payloadBytes: 1 << 30 })]) {
+      await new Promise<void>((resolve) => {
+        const s = net.connect({ host: '127.0.0.1', port }, () => s.write(payload));
+        s.on('error', () => undefined);
+        s.resume();
+        s.on('close', () => resolve());
+      });
+    }
+  };
+  await attack();
+  const others = [1, 2].map((r) => startNode(WORKER, ['loop'], env(r)));
+  await rank0.waitFor('ITER 10');
+  await attack();
+  await rank0.waitFor(/rejected rendezvous connection[\s\S]*rejected rendezvous connection[\s\S]*rejected rendezvous connection[\s\S]*rejected rendezvous connection[\s\S]*rejected rendezvous connection[\s\S]*rejected rendezvous connection/);
+  fs.writeFileSync(stopFile, '');
+  const results = await Promise.all([rank0, ...others].map((p) => p.done));
+  for (const res of results) expect({ code: res.code, err: res.code === 0 ? '' : res.stderr }).toEqual({ code: 0, err: '' });
+  const last = Number(/DONE (\d+)/.exec(results[0].stdout)?.[1]);
+  const want = referenceAllReduce([0, 1, 2].map((r) => randomBuffer(7919 * r + last, 5000)));
+  for (let r = 0; r < 3; r++) expect(same(read(dir, `loop-${r}.bin`), want)).toBe(true);
+  expect(results[0].stderr).toMatch(/wrong HMAC/);
+  expect(results[0].stderr).toMatch(/bad frame magic/);
+  expect(results[0].stderr).toMatch(/exceeds the limit/);
+});
+
+test('a worker that never arrives fails the rendezvous on every started rank, naming the missing rank', async () => {
+  const port = await freePort('127.0.0.1');
+  const procs = [0, 1, 2].map((r) => startNode(WORKER, ['check'], workerEnv({ ...torchrunEnv(r, 4, port), JANUS4O_RDZV_TIMEOUT_MS: '2000', TEST_OUT: tmp })));
+  const results = await Promise.all(procs.map((p) => p.done));
+  for (const res of results) {
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(/rank 3 of world size 4 never arrived/);
+  }
+});
