@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { deviceList } from '../../src/train/distributed/launcher';
+import { deviceList, launch } from '../../src/train/distributed/launcher';
 import { parseLaunchArgs } from '../../src/train/distributed/cli';
 import { buildDistModule, Proc, startNode, WORKERS_DIR } from './helpers';
 
@@ -106,10 +106,18 @@ test('argument parsing and GPU assignment', () => {
     nproc: 4, gpus: true, masterPort: 29501, script: 'train.js', args: ['--config', 'x.yaml'],
   });
   expect(parseLaunchArgs(['--nproc', '2', 'w.js'])).toMatchObject({ nproc: 2, script: 'w.js', args: [] });
+  expect(parseLaunchArgs(['--nproc', '8', '--nnodes', '2', '--node-rank', '1', '--master-addr', 'n0', 'w.js'])).toMatchObject({ nproc: 8, nnodes: 2, nodeRank: 1, masterAddr: 'n0' });
   expect(() => parseLaunchArgs(['--nproc', '2'])).toThrow(/usage/);
   expect(() => parseLaunchArgs(['--bogus', 'w.js'])).toThrow(/unknown option/);
   expect(deviceList(true, 2, { CUDA_VISIBLE_DEVICES: '4,5,6' })).toEqual(['4', '5', '6']);
   expect(deviceList(true, 3, {})).toEqual(['0', '1', '2']);
   expect(deviceList(false, 3, {})).toBeNull();
   expect(() => deviceList(true, 4, { CUDA_VISIBLE_DEVICES: '0,1' })).toThrow(/4 GPUs/);
+});
+
+test('a multi-node launch refuses to invent the master address, port or secret', async () => {
+  const o = { script: WORKER, nproc: 1, nnodes: 2, nodeRank: 1, forwardSignals: false };
+  await expect(launch({ ...o, env: { JANUS4O_JOB_SECRET: 'x'.repeat(20) } })).rejects.toThrow(/--master-addr and --master-port/);
+  await expect(launch({ ...o, env: {}, masterAddr: 'n0', masterPort: 29500 })).rejects.toThrow(/same JANUS4O_JOB_SECRET/);
+  await expect(launch({ ...o, nodeRank: 2, env: {} })).rejects.toThrow(/node rank 2 is not within 2/);
 });

@@ -72,6 +72,22 @@ test.each([2, 3, 4])('launcher with N=%i: every collective in separate processes
   verifyCheck(dir, n);
 });
 
+test('multi-node launch: two launchers (--nnodes 2, --node-rank 0/1) of 2 workers each form one job of 4', async () => {
+  const dir = fs.mkdtempSync(path.join(tmp, 'nodes-'));
+  const port = await freePort('127.0.0.1');
+  const env = workerEnv({ TEST_OUT: dir, JANUS4O_JOB_SECRET: 'shared-by-both-nodes-0123456789' });
+  const lines: string[] = [];
+  const results = await Promise.all([0, 1].map((nodeRank) => launch({
+    script: WORKER, args: ['check'], nproc: 2, nnodes: 2, nodeRank, masterAddr: '127.0.0.1', masterPort: port, env,
+    forwardSignals: false, onLine: (rank, stream, line) => lines.push(`[node ${nodeRank} local ${rank}] ${line}`),
+  })));
+  for (const r of results) expect({ code: r.exitCode, message: r.message }).toEqual({ code: 0, message: null });
+  const ranks = lines.filter((l) => l.includes('RESULT ')).map((l) => (JSON.parse(l.slice(l.indexOf('RESULT ') + 7)) as { rank: number; worldSize: number }));
+  expect(ranks.map((r) => r.rank).sort()).toEqual([0, 1, 2, 3]);
+  expect(ranks.every((r) => r.worldSize === 4)).toBe(true);
+  verifyCheck(dir, 4);
+});
+
 test('external launch: two processes started with the torchrun variables (no launcher) work together', async () => {
   const dir = fs.mkdtempSync(path.join(tmp, 'ext-'));
   const port = await freePort('127.0.0.1');
@@ -126,5 +142,17 @@ test('a worker that never arrives fails the rendezvous on every started rank, na
   for (const res of results) {
     expect(res.code).toBe(1);
     expect(res.stderr).toMatch(/rank 3 of world size 4 never arrived/);
+  }
+});
+
+test('the all-reduce benchmark runs and reports bus bandwidth beside raw TCP throughput', async () => {
+  const bench = startNode(path.join(distDir, 'bench.js'), ['--nproc', '2', '--sizes-mb', '0.0625,0.25'], {});
+  const res = await bench.done;
+  expect({ code: res.code, err: res.code === 0 ? '' : res.stderr }).toEqual({ code: 0, err: '' });
+  const report = JSON.parse(res.stdout) as { rows: Array<Record<string, number>> };
+  expect(report.rows.map((r) => [r.worldSize, r.bytes])).toEqual([[2, 65536], [2, 262144]]);
+  for (const r of report.rows) {
+    for (const k of ['busGBps', 'rawStreamGBps', 'rawRingGBps', 'ratioToRawRing', 'ratioToRawStream']) expect(r[k]).toBeGreaterThan(0);
+    expect(r.ratioToRawRing).toBeCloseTo(r.busGBps / r.rawRingGBps, 10);
   }
 });

@@ -1,12 +1,14 @@
 /**
- * `node dist/train/distributed/cli.js --nproc N [--gpus] [--master-addr A] [--master-port P]
- *  [--grace-ms MS] [--] script.js [args...]`: the launcher as a process, exiting non-zero with the
+ * `node dist/train/distributed/cli.js --nproc N [--nnodes M --node-rank K] [--gpus] [--master-addr A]
+ *  [--master-port P] [--grace-ms MS] [--] script.js [args...]`: the launcher as a process, exiting non-zero with the
  * failure report on stderr when a worker dies. The train command's --nproc calls `launch` directly.
  */
 import { launch, LaunchOptions } from './launcher';
 
 export function parseLaunchArgs(argv: string[]): LaunchOptions {
   let nproc = 1;
+  let nnodes: number | undefined;
+  let nodeRank: number | undefined;
   let gpus = false;
   let masterAddr: string | undefined;
   let masterPort: number | undefined;
@@ -25,6 +27,8 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions {
     }
     if (!a.startsWith('--')) break;
     if (a === '--nproc') nproc = Number(value(a));
+    else if (a === '--nnodes') nnodes = Number(value(a));
+    else if (a === '--node-rank') nodeRank = Number(value(a));
     else if (a === '--gpus') gpus = true;
     else if (a === '--master-addr') masterAddr = value(a);
     else if (a === '--master-port') masterPort = Number(value(a));
@@ -32,8 +36,8 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions {
     else throw new Error(`unknown option ${a}`);
   }
   const script = argv[i];
-  if (script === undefined) throw new Error('usage: cli.js --nproc N [--gpus] [--master-addr A] [--master-port P] [--grace-ms MS] [--] script.js [args...]');
-  return { script, args: argv.slice(i + 1), nproc, gpus, masterAddr, masterPort, graceMs };
+  if (script === undefined) throw new Error('usage: cli.js --nproc N [--nnodes M --node-rank K] [--gpus] [--master-addr A] [--master-port P] [--grace-ms MS] [--] script.js [args...]');
+  return { script, args: argv.slice(i + 1), nproc, nnodes, nodeRank, gpus, masterAddr, masterPort, graceMs };
 }
 
 export async function main(argv: string[]): Promise<number> {

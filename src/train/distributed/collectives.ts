@@ -19,6 +19,7 @@
 import { DistributedError, Logger } from './errors';
 import { FramedSocket, FrameHeader, FrameKind, PayloadSink, collectSink, fingerprint32 } from './framing';
 import { bucketCount, mod, pieceRange, Range, shardRange } from './layout';
+import { addSink, copySink } from './sinks';
 
 export interface CollectiveOptions {
   /** Mixed into the frame fingerprint, e.g. a hash of parameter names, so layouts are cross-checked. */
@@ -279,7 +280,10 @@ export class RingCommunicator implements Communicator {
     }
     const target = spec.buf.subarray(p.start, p.end);
     const done = (): void => this.onPiece(op, step, bucket, target);
-    return step < spec.reduceSteps ? this.addSink(op, target, done) : this.copySink(op, target, done);
+    const progress = (): void => {
+      op.timer.refresh();
+    };
+    return step < spec.reduceSteps ? addSink(this.staging, target, progress, done) : copySink(target, progress, done);
   }
 
   private checkHeader(op: ActiveOp, h: FrameHeader, step: number, bucket: number): void {
@@ -304,37 +308,6 @@ export class RingCommunicator implements Communicator {
 
   private mismatch(op: ActiveOp, detail: string): DistributedError {
     return new DistributedError('MISMATCH', `${op.spec.name} #${op.seq} on rank ${this.rank}: ${detail}`);
-  }
-
-  private addSink(op: ActiveOp, target: Float32Array, done: () => void): PayloadSink {
-    const staging = this.staging;
-    const stagingBytes = new Uint8Array(staging.buffer, 0, target.length * 4);
-    let fill = 0;
-    let summed = 0;
-    return {
-      write: (bytes) => {
-        op.timer.refresh();
-        stagingBytes.set(bytes, fill);
-        fill += bytes.length;
-        const full = fill >>> 2;
-        for (let i = summed; i < full; i++) target[i] += staging[i];
-        summed = full;
-      },
-      end: done,
-    };
-  }
-
-  private copySink(op: ActiveOp, target: Float32Array, done: () => void): PayloadSink {
-    const bytes = new Uint8Array(target.buffer, target.byteOffset, target.byteLength);
-    let fill = 0;
-    return {
-      write: (chunk) => {
-        op.timer.refresh();
-        bytes.set(chunk, fill);
-        fill += chunk.length;
-      },
-      end: done,
-    };
   }
 
   private onPiece(op: ActiveOp, step: number, bucket: number, target: Float32Array): void {

@@ -18,10 +18,15 @@ export class DistributedError extends Error {
   readonly code: DistributedErrorCode;
   constructor(code: DistributedErrorCode, message: string) {
     super(message);
-    this.name = 'DistributedError';
+    // The code in the name lands in every printed stack, which is how the launcher tells a worker that
+    // failed only because a peer died (PEER_LOST, ABORTED) from the one that caused it.
+    this.name = `DistributedError [${code}]`;
     this.code = code;
   }
 }
+
+/** Matches the output of a worker whose failure was a consequence of another rank's. */
+export const SECONDARY_FAILURE = /DistributedError \[(PEER_LOST|ABORTED)\]/;
 
 export type Logger = (message: string) => void;
 

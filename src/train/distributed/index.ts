@@ -1,5 +1,5 @@
 /** Data-parallel communication layer: environment, rendezvous, ring collectives, launcher. Re-exports only. */
-export { DistributedError, stderrLogger } from './errors';
+export { DistributedError, stderrLogger, SECONDARY_FAILURE } from './errors';
 export type { DistributedErrorCode, Logger } from './errors';
 export { readDistEnv, expandNodeList, firstNode, DEFAULT_MASTER_PORT } from './env';
 export type { DistEnv, DistSource, EnvVars } from './env';
@@ -12,4 +12,7 @@ export type { Range } from './layout';
 export { initDistributed, LAUNCHER_PID_VAR } from './init';
 export type { InitOptions, DistributedContext } from './init';
 export { launch, freePort, deviceList } from './launcher';
+export { runAllReduceBench } from './bench';
+export type { AllReduceBenchOptions, AllReduceBenchReport, AllReduceBenchRow } from './bench';
+export type { BenchPoint } from './bench_worker';
 export type { LaunchOptions, LaunchResult, WorkerExit } from './launcher';

@@ -7,13 +7,14 @@
  * (JANUS4O_LAUNCHER_PID, see init.ts) so that even a SIGKILLed launcher leaves no orphans.
  *
  * When a worker fails, the others are sent SIGTERM, then SIGKILL after a grace period. The report names
- * the rank that failed first; a worker killed by an outside signal is preferred over neighbours that
- * exited moments later only because their ring link to it broke.
+ * the rank that caused it: a worker killed by an outside signal, else one that failed on its own, over
+ * neighbours that exited only because their ring link to it broke (see SECONDARY_FAILURE).
  */
 import { ChildProcess, spawn } from 'child_process';
 import * as crypto from 'crypto';
 import * as readline from 'readline';
 import { EnvVars } from './env';
+import { SECONDARY_FAILURE } from './errors';
 import { LAUNCHER_PID_VAR } from './init';
 import { boundAddress, closeServer, listen } from './net_util';
 
@@ -21,7 +22,12 @@ export interface LaunchOptions {
   /** Node script every worker runs. */
   script: string;
   args?: string[];
+  /** Workers on this machine. */
   nproc: number;
+  /** Machines in the job, each running this launcher with the same nproc (torchrun's --nnodes). */
+  nnodes?: number;
+  /** This machine's index, 0..nnodes-1; node 0 hosts rank 0 (torchrun's --node-rank). */
+  nodeRank?: number;
   /** Extra node flags, e.g. ['--max-old-space-size=16384']. */
   nodeArgs?: string[];
   /** Base environment of the workers (default process.env). */
@@ -99,9 +105,21 @@ function killGroup(pid: number, signal: NodeJS.Signals): void {
 
 export async function launch(o: LaunchOptions): Promise<LaunchResult> {
   if (!Number.isInteger(o.nproc) || o.nproc < 1) throw new Error(`nproc must be a positive integer, got ${o.nproc}`);
+  const nnodes = o.nnodes ?? 1;
+  const nodeRank = o.nodeRank ?? 0;
+  if (!Number.isInteger(nnodes) || nnodes < 1 || !Number.isInteger(nodeRank) || nodeRank < 0 || nodeRank >= nnodes) {
+    throw new Error(`node rank ${nodeRank} is not within ${nnodes} node(s)`);
+  }
   const base = o.env ?? process.env;
-  const masterAddr = o.masterAddr ?? base.MASTER_ADDR ?? '127.0.0.1';
-  const masterPort = o.masterPort ?? (base.MASTER_PORT ? Number(base.MASTER_PORT) : await freePort(masterAddr));
+  const masterAddr = o.masterAddr ?? base.MASTER_ADDR;
+  const portText = o.masterPort ?? base.MASTER_PORT;
+  if (nnodes > 1) {
+    // Every node must agree on where rank 0 listens and on the secret; none of it can be made up locally.
+    if (masterAddr === undefined || portText === undefined) throw new Error('a multi-node launch needs --master-addr and --master-port (or MASTER_ADDR/MASTER_PORT)');
+    if (base.JANUS4O_JOB_SECRET === undefined) throw new Error('a multi-node launch needs the same JANUS4O_JOB_SECRET on every node');
+  }
+  const addr = masterAddr ?? '127.0.0.1';
+  const masterPort = portText !== undefined ? Number(portText) : await freePort(addr);
   const secret = base.JANUS4O_JOB_SECRET ?? crypto.randomBytes(32).toString('hex');
   const devices = deviceList(o.gpus, o.nproc, base);
   const graceMs = o.graceMs ?? 5000;
@@ -144,15 +162,16 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
   }
 
   try {
-    for (let rank = 0; rank < o.nproc; rank++) {
+    for (let local = 0; local < o.nproc; local++) {
+      const rank = nodeRank * o.nproc + local;
       const env: EnvVars = {
         ...base,
-        RANK: String(rank), LOCAL_RANK: String(rank), GROUP_RANK: '0',
-        WORLD_SIZE: String(o.nproc), LOCAL_WORLD_SIZE: String(o.nproc),
-        MASTER_ADDR: masterAddr, MASTER_PORT: String(masterPort),
+        RANK: String(rank), LOCAL_RANK: String(local), GROUP_RANK: String(nodeRank),
+        WORLD_SIZE: String(nnodes * o.nproc), LOCAL_WORLD_SIZE: String(o.nproc),
+        MASTER_ADDR: addr, MASTER_PORT: String(masterPort),
         JANUS4O_JOB_SECRET: secret, [LAUNCHER_PID_VAR]: String(process.pid),
       };
-      if (devices) env.CUDA_VISIBLE_DEVICES = devices[rank];
+      if (devices) env.CUDA_VISIBLE_DEVICES = devices[local];
       const child = spawn(process.execPath, [...(o.nodeArgs ?? []), o.script, ...(o.args ?? [])], {
         env, stdio: ['ignore', 'pipe', 'pipe'], detached: true,
       });
@@ -206,11 +225,10 @@ function report(workers: Worker[], interrupted: NodeJS.Signals | null): LaunchRe
     return { exitCode: 128 + (SIGNAL_CODES[interrupted] ?? 1), failedRank: null, message: `interrupted by ${interrupted}; stopped all workers`, exits, pids };
   }
   if (failures.length === 0) return { exitCode: 0, failedRank: null, message: null, exits, pids };
-  failures.sort((a, b) => {
-    const sa = a.exit?.signal ? 0 : 1;
-    const sb = b.exit?.signal ? 0 : 1;
-    return sa - sb || a.exitOrder - b.exitOrder;
-  });
+  // Exits of neighbours arrive within milliseconds of the culprit's, in no reliable order: rank a worker
+  // killed by an outside signal first, then one that failed on its own, then those that only lost a peer.
+  const severity = (w: Worker): number => (w.exit?.signal ? 0 : w.tail.some((l) => SECONDARY_FAILURE.test(l)) ? 2 : 1);
+  failures.sort((a, b) => severity(a) - severity(b) || a.exitOrder - b.exitOrder);
   const first = failures[0];
   const e = first.exit as WorkerExit;
   const lines = first.tail.length > 0 ? first.tail.map((l) => `  | ${l}`).join('\n') : '  | (no output)';
