@@ -1,4 +1,4 @@
-import { spawn } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -6,6 +6,8 @@ import { initBackend } from '../src/backend';
 import { readShareGPT4o } from '../src/data/sharegpt4o';
 import { ImageEncoder, ImageLoader, ShardDataset, prepareShards } from '../src/data/shards';
 import { synthesize } from '../src/data/synth';
+import { WordTokenizer } from '../src/tokenizer/word';
+import { WORDS, fixtureModel } from './train_fixture';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { fakeEncoder, fakeLoader } = require('./workers/fake_vq') as { fakeEncoder: () => ImageEncoder; fakeLoader: ImageLoader };
 
@@ -82,5 +84,30 @@ describe('prepare (VQ-code shards)', () => {
     const { records } = await readShareGPT4o({ root: data });
     const other = { ...fakeEncoder(), fingerprint: 'other' };
     await expect(prepareShards({ records, root: data, outDir: path.join(tmp, 'crashed'), encoder: other, loadImage: fakeLoader })).rejects.toThrow(/holds shards of another VQ encoder/);
+  });
+
+  test('janus4o prepare: shards with the model\'s VQ tokenizer and a report of skipped records', () => {
+    const out = path.join(tmp, 'cli');
+    // A saved model folder (config.json + model.safetensors + tokenizer.json) whose VQ encodes 32 px images.
+    const modelDir = path.join(tmp, 'model');
+    const model = fixtureModel(4);
+    model.save(modelDir);
+    model.dispose();
+    fs.writeFileSync(path.join(modelDir, 'tokenizer.json'), WordTokenizer.build(WORDS).toJSON());
+    // One broken record out of 41 (2.4%): allowed with --max-bad-fraction 0.05, listed in report.json.
+    const file = path.join(data, 'text_to_image.json');
+    const original = fs.readFileSync(file, 'utf8');
+    const recs = JSON.parse(original) as unknown[];
+    fs.writeFileSync(file, JSON.stringify([...recs, { input_prompt: 'a circle', output_image: '../outside.png' }]));
+    const args = ['prepare', '--data', data, '--checkpoint', modelDir, '--out', out, '--backend', 'cpu', '--no-progress', '--max-bad-fraction', '0.05', '--shard-size', '16'];
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'cli', 'main.js'), ...args], { cwd: ROOT, encoding: 'utf8' });
+    fs.writeFileSync(file, original);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    if (r.status !== 0) throw new Error(r.stderr);
+    const res = JSON.parse(r.stdout.trim().split('\n').pop()!) as { records: number; shards: number; skipped: number };
+    expect(res).toMatchObject({ records: 40, shards: 3, skipped: 1 });
+    const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as { bad: { index: number; kind: string }[] };
+    expect(report.bad).toHaveLength(1);
+    expect(report.bad[0].index).toBe(recs.length);
   });
 });

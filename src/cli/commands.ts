@@ -5,9 +5,10 @@ import { evalCommand } from './eval';
 import { generateCommand } from './generate';
 import { convertCommand } from './convert';
 import { planCommand } from './plan';
+import { prepareCommand } from './prepare';
 import { synthCommand } from './synth';
 import { resumeCommand, trainCommand } from './train';
 
 // Commands take heterogeneous argument types; yargs' CommandModule<{}, any> is its own idiom for a list of them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const COMMANDS: CommandModule<object, any>[] = [trainCommand, resumeCommand, synthCommand, generateCommand, editCommand, evalCommand, convertCommand, planCommand];
+export const COMMANDS: CommandModule<object, any>[] = [trainCommand, resumeCommand, synthCommand, prepareCommand, generateCommand, editCommand, evalCommand, convertCommand, planCommand];

@@ -3,6 +3,7 @@
  * (gen_aligner(gen_embed(id))) and image features (SigLIP -> aligner); the LLaMA decoder runs over it; image
  * logits come from gen_head and text logits from lm_head at chosen positions.
  */
+import { createHash } from 'crypto';
 import * as tf from '@tensorflow/tfjs-core';
 import { JanusConfig, presetConfig, validateConfig } from './config';
 import { GenerationModules } from './heads';
@@ -101,6 +102,18 @@ export class Janus4o {
   /** Writes config.json + model.safetensors in the original Janus names (plus tokenizer files with tokenizerFrom). */
   save(dir: string, opts: SaveOptions = {}): string[] {
     return savePretrained(this.params, this.config, dir, opts);
+  }
+
+  /** A short hash of the weights under `prefix` (e.g. the VQ tokenizer's, to key cached VQ codes). */
+  async weightsFingerprint(prefix = ''): Promise<string> {
+    const h = createHash('sha256');
+    for (const spec of this.params.list()) {
+      if (!spec.name.startsWith(prefix)) continue;
+      h.update(spec.name);
+      const d = (await this.params.get(spec.name).data()) as Float32Array;
+      h.update(Buffer.from(d.buffer, d.byteOffset, d.byteLength));
+    }
+    return h.digest('hex').slice(0, 16);
   }
 
   /** Number of parameters (declared, whether allocated or not). */

@@ -4,7 +4,6 @@
  * shards), then runs the Trainer, resuming from a checkpoint when asked, and reports the held-out loss before
  * and after.
  */
-import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
@@ -47,17 +46,6 @@ export interface RunResult {
   heldoutBefore: number | null;
   heldoutAfter: number | null;
   seconds: number;
-}
-
-async function weightsFingerprint(model: Janus4o, prefix: string): Promise<string> {
-  const h = crypto.createHash('sha256');
-  for (const spec of model.params.list()) {
-    if (!spec.name.startsWith(prefix)) continue;
-    h.update(spec.name);
-    const d = (await model.params.get(spec.name).data()) as Float32Array;
-    h.update(Buffer.from(d.buffer, d.byteOffset, d.byteLength));
-  }
-  return h.digest('hex').slice(0, 16);
 }
 
 /** The ShapeWorld tokenizer: built from the generator's closed vocabulary, stored beside the data. */
@@ -114,7 +102,7 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
 
   const { records, report } = await readShareGPT4o({ root, maxBadFraction: cfg.data.max_bad_fraction });
   if (report.bad.length) log(formatReport(report));
-  const fp = await weightsFingerprint(model, 'gen_vision_model.');
+  const fp = await model.weightsFingerprint('gen_vision_model.');
   const shardDir = path.resolve(cfg.data.cache_dir ?? path.join(root, '.janus4o-shards', fp));
   log(`data: ${records.length} records; VQ-encoding into ${shardDir} (cached)`);
   if (rank0) await prepareShards({
