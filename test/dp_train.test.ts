@@ -13,7 +13,7 @@ const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 const LR = 1e-2;
 let tmp: string;
 
-function config(name: string, microBatch: number, zero: 0 | 1, nproc: number): string {
+function config(name: string, microBatch: number, zero: 0 | 1, nproc: number, optimizer = 'adamw'): string {
   const file = path.join(tmp, `${name}.yaml`);
   fs.writeFileSync(
     file,
@@ -30,6 +30,7 @@ data:
   synth: { t2i: 40, edit: 24, size: 32, seed: 2 }
 train:
   lr: ${LR}
+  optimizer: ${optimizer}
   max_steps: 6
   micro_batch: ${microBatch}
   grad_accum: 1
@@ -75,8 +76,10 @@ function maxDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): nu
 
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'janus4o-dp-'));
-  const single = train(['--config', config('single', 8, 0, 1)]);
-  if (single.code !== 0) throw new Error(single.stderr);
+  for (const [name, opt] of [['single', 'adamw'], ['single-sgd', 'sgd']]) {
+    const single = train(['--config', config(name, 8, 0, 1, opt)]);
+    if (single.code !== 0) throw new Error(single.stderr);
+  }
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
@@ -86,6 +89,13 @@ describe.each([
   [2, 1],
   [4, 1],
 ] as const)('N=%i workers, ZeRO stage %i', (n, zero) => {
+  test('plain SGD: weights within 1e-6 of one process', async () => {
+    const name = `sgd-n${n}-z${zero}`;
+    const r = train(['--config', config(name, 8 / n, zero, n, 'sgd')]);
+    expect(r.code).toBe(0);
+    expect(maxDiff(await weights('single-sgd'), await weights(name))).toBeLessThan(1e-6);
+  });
+
   test('same weights and per-step losses as one process with the same global batch', async () => {
     const name = `n${n}-z${zero}`;
     const r = train(['--config', config(name, 8 / n, zero, n)]);

@@ -101,6 +101,8 @@ const trainSchema = z
     image_mask_prob: prob.default(0.5),
     seed: int(0, 'a non-negative integer').default(42),
     loss_alignment: z.enum(['full', 'reference']).default('full'),
+    /** 'sgd' (plain, for equivalence checks) instead of the recipe's AdamW. */
+    optimizer: z.enum(['adamw', 'sgd']).default('adamw'),
     /** Glob patterns over parameter names (`*` matches anything, dots included). */
     trainable: patterns.default(['*']),
     frozen: patterns.default(['gen_vision_model.*', 'language_model.lm_head.*']),

@@ -23,6 +23,11 @@ export interface ParamShape {
 }
 
 export interface AdamWOptions {
+  /**
+   * 'sgd' turns the update into plain SGD (p -= lr * g, decoupled decay still applied, no moments): used to
+   * check data-parallel equivalence without Adam's amplification of summation-order noise.
+   */
+  algorithm?: 'adamw' | 'sgd';
   betas?: readonly [number, number];
   eps?: number;
   weightDecay?: number;
@@ -84,6 +89,20 @@ export function planShards(params: readonly ParamShape[], rank = 0, worldSize = 
     if (a < b) segments.push({ name: p.name, shape: p.shape, paramSize: p.size, offset: a - p.flatOffset, length: b - a, flatStart: a });
   }
   return { rank, worldSize, total, start, end, params: layout, segments };
+}
+
+/** Writes a segment's new values into its parameter (the whole tensor, or the slice this shard owns). */
+function assignSegment(variable: tf.Variable, pFlat: tf.Tensor, pNew: tf.Tensor, seg: Segment, whole: boolean): void {
+  if (whole) {
+    variable.assign(tf.reshape(pNew, variable.shape));
+    return;
+  }
+  const parts: tf.Tensor[] = [];
+  if (seg.offset > 0) parts.push(tf.slice(pFlat, [0], [seg.offset]));
+  parts.push(pNew);
+  const tail = seg.paramSize - seg.offset - seg.length;
+  if (tail > 0) parts.push(tf.slice(pFlat, [seg.offset + seg.length], [tail]));
+  variable.assign(tf.reshape(tf.concat(parts), variable.shape));
 }
 
 /** Something that hands out the variable of a parameter: a ParamStore or a Map. */
@@ -149,6 +168,7 @@ export class AdamW {
   readonly eps: number;
   readonly weightDecay: number;
   readonly noDecay: readonly string[];
+  readonly algorithm: 'adamw' | 'sgd';
   private readonly state = new Map<string, SegmentState>();
 
   constructor(params: readonly ParamShape[], options: AdamWOptions = {}, shard: { rank: number; worldSize: number } = { rank: 0, worldSize: 1 }) {
@@ -162,6 +182,7 @@ export class AdamW {
     this.eps = eps;
     this.weightDecay = wd;
     this.noDecay = [...(options.noDecay ?? DEFAULT_NO_DECAY)];
+    this.algorithm = options.algorithm ?? 'adamw';
     this.plan = planShards(params, shard.rank, shard.worldSize);
     for (const s of this.plan.segments) this.state.set(s.name, { step: 0, m: null, v: null });
   }
@@ -205,19 +226,34 @@ export class AdamW {
     }
   }
 
+  /** The segment's parameter values and gradient as flat tensors (plus the whole flattened parameter). */
+  private views(seg: Segment, variable: tf.Variable, grad: tf.Tensor, gradIsShard: boolean): { pFlat: tf.Tensor; p: tf.Tensor; g: tf.Tensor } {
+    const whole = seg.length === seg.paramSize;
+    const pFlat = tf.reshape(variable, [-1]);
+    const p = whole ? pFlat : tf.slice(pFlat, [seg.offset], [seg.length]);
+    const g = gradIsShard
+      ? tf.slice(grad, [seg.flatStart - this.plan.start], [seg.length])
+      : whole
+        ? tf.reshape(grad, [-1])
+        : tf.slice(tf.reshape(grad, [-1]), [seg.offset], [seg.length]);
+    return { pFlat, p, g };
+  }
+
   private updateSegment(seg: Segment, variable: tf.Variable, grad: tf.Tensor, gradIsShard: boolean, lr: number): void {
     const st = this.state.get(seg.name) as SegmentState;
     const [b1, b2] = this.betas;
     const t = st.step + 1;
     const whole = seg.length === seg.paramSize;
+    if (this.algorithm === 'sgd') {
+      tf.tidy(() => {
+        const { pFlat, p, g } = this.views(seg, variable, grad, gradIsShard);
+        const wd = this.decays(seg.name) ? this.weightDecay : 0;
+        assignSegment(variable, pFlat, tf.sub(wd > 0 ? tf.mul(p, tf.scalar(1 - lr * wd)) : p, tf.mul(tf.scalar(lr), g)), seg, whole);
+      });
+      return;
+    }
     const [m, v] = tf.tidy(() => {
-      const pFlat = tf.reshape(variable, [-1]);
-      const p = whole ? pFlat : tf.slice(pFlat, [seg.offset], [seg.length]);
-      const g = gradIsShard
-        ? tf.slice(grad, [seg.flatStart - this.plan.start], [seg.length])
-        : whole
-          ? tf.reshape(grad, [-1])
-          : tf.slice(tf.reshape(grad, [-1]), [seg.offset], [seg.length]);
+      const { pFlat, p, g } = this.views(seg, variable, grad, gradIsShard);
       const m0 = st.m ?? tf.zeros([seg.length]);
       const v0 = st.v ?? tf.zeros([seg.length]);
       // torch: param.mul_(1 - lr * weight_decay), before the moments are touched.
@@ -234,15 +270,7 @@ export class AdamW {
       const denom = tf.add(tf.div(tf.sqrt(vNew), tf.scalar(bc2Sqrt)), tf.scalar(this.eps));
       // torch: param.addcdiv_(exp_avg, denom, value=-step_size)
       const pNew = tf.add(pDecayed, tf.mul(tf.scalar(-stepSize), tf.div(mNew, denom)));
-      if (whole) variable.assign(tf.reshape(pNew, variable.shape));
-      else {
-        const parts: tf.Tensor[] = [];
-        if (seg.offset > 0) parts.push(tf.slice(pFlat, [0], [seg.offset]));
-        parts.push(pNew);
-        const tail = seg.paramSize - seg.offset - seg.length;
-        if (tail > 0) parts.push(tf.slice(pFlat, [seg.offset + seg.length], [tail]));
-        variable.assign(tf.reshape(tf.concat(parts), variable.shape));
-      }
+      assignSegment(variable, pFlat, pNew, seg, whole);
       return [mNew, vNew];
     });
     st.m?.dispose();

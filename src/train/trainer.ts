@@ -93,7 +93,7 @@ export class Trainer {
     this.schedule = new WarmupCosineSchedule(t.lr, { totalSteps: total, warmupRatio: t.warmup_ratio, minLrRatio: t.min_lr_ratio });
     this.optimizer = new AdamW(
       this.trainable.map((name) => ({ name, shape: model.params.spec(name).shape })),
-      { betas: t.betas, eps: t.eps, weightDecay: t.weight_decay, noDecay: t.no_decay },
+      { algorithm: t.optimizer, betas: t.betas, eps: t.eps, weightDecay: t.weight_decay, noDecay: t.no_decay },
       config.distributed.zero_stage === 1 ? { rank, worldSize: world } : { rank: 0, worldSize: 1 },
     );
     this.dp = world > 1 ? new DataParallel(hooks.comm!, this.optimizer, config.distributed.zero_stage as 0 | 1) : null;
