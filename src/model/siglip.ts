@@ -1,80 +1,131 @@
 /**
- * The SigLIP-style semantic encoder of Janus (`vision_model.vision_tower.*`, janus-spec 3.1): patch embedding,
- * learned positional embedding, pre-norm transformer blocks with a fused qkv projection and exact-GELU MLP,
- * final LayerNorm, no pooling (all patch tokens are returned).
+ * The semantic (understanding) encoder of Janus: a timm-style SigLIP ViT (janus-spec.md 3.1) and the
+ * understanding aligner (3.2). Patch conv -> + learned positional embedding -> pre-norm blocks (fused qkv,
+ * exact-GELU MLP) -> final LayerNorm; no class token, no pooling (`attn_pool` exists in the checkpoint but is
+ * unused), all blocks used. Output: one feature per patch in raster order.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { JanusConfig } from './config';
-import { Linear, gelu, layerNorm } from './layers';
+import { JanusConfig, SiglipConfig } from './config';
+import { Linear, MlpProjector, gelu, layerNorm } from './layers';
 import { ParamStore } from './params';
+import { Conv2d } from './vision_layers';
 
-class VitBlock {
-  readonly norm1: [string, string];
-  readonly norm2: [string, string];
-  readonly qkv: Linear;
-  readonly proj: Linear;
-  readonly fc1: Linear;
-  readonly fc2: Linear;
+/** LayerNorm with affine weight/bias under `${prefix}.weight` / `${prefix}.bias`. */
+class LayerNorm {
+  readonly weight: string;
+  readonly bias: string;
 
-  constructor(private readonly store: ParamStore, prefix: string, private readonly cfg: JanusConfig['siglip']) {
-    const w = cfg.width;
-    const ln = (name: string): [string, string] => [
-      store.declare(`${prefix}.${name}.weight`, [w], 'plain', { kind: 'ones' }),
-      store.declare(`${prefix}.${name}.bias`, [w], 'plain', { kind: 'zeros' }),
-    ];
-    this.norm1 = ln('norm1');
-    this.qkv = new Linear(store, `${prefix}.attn.qkv`, w, 3 * w);
-    this.proj = new Linear(store, `${prefix}.attn.proj`, w, w);
-    this.norm2 = ln('norm2');
-    this.fc1 = new Linear(store, `${prefix}.mlp.fc1`, w, cfg.mlpDim);
-    this.fc2 = new Linear(store, `${prefix}.mlp.fc2`, cfg.mlpDim, w);
+  constructor(
+    private readonly store: ParamStore,
+    prefix: string,
+    dim: number,
+    private readonly eps: number,
+  ) {
+    this.weight = store.declare(`${prefix}.weight`, [dim], 'plain', { kind: 'ones' });
+    this.bias = store.declare(`${prefix}.bias`, [dim], 'plain', { kind: 'zeros' });
   }
 
-  private ln(x: tf.Tensor, p: [string, string]): tf.Tensor {
-    return layerNorm(x, this.store.get(p[0]), this.store.get(p[1]), this.cfg.layerNormEps);
+  apply(x: tf.Tensor): tf.Tensor {
+    return layerNorm(x, this.store.get(this.weight), this.store.get(this.bias), this.eps);
+  }
+}
+
+/** One pre-norm transformer block: x + attn(norm1(x)); x + mlp(norm2(x)). */
+export class SiglipBlock {
+  readonly norm1: LayerNorm;
+  readonly qkv: Linear;
+  readonly proj: Linear;
+  readonly norm2: LayerNorm;
+  readonly fc1: Linear;
+  readonly fc2: Linear;
+  private readonly heads: number;
+  private readonly headDim: number;
+
+  constructor(store: ParamStore, prefix: string, s: SiglipConfig) {
+    this.heads = s.numHeads;
+    this.headDim = s.width / s.numHeads;
+    this.norm1 = new LayerNorm(store, `${prefix}.norm1`, s.width, s.layerNormEps);
+    this.qkv = new Linear(store, `${prefix}.attn.qkv`, s.width, 3 * s.width);
+    this.proj = new Linear(store, `${prefix}.attn.proj`, s.width, s.width);
+    this.norm2 = new LayerNorm(store, `${prefix}.norm2`, s.width, s.layerNormEps);
+    this.fc1 = new Linear(store, `${prefix}.mlp.fc1`, s.width, s.mlpDim);
+    this.fc2 = new Linear(store, `${prefix}.mlp.fc2`, s.mlpDim, s.width);
   }
 
   apply(x: tf.Tensor3D): tf.Tensor3D {
+    // A scope per block keeps only the block output alive between blocks (24 blocks at Janus-Pro size).
+    return tf.tidy(() => {
+      const h = tf.add(x, this.attention(this.norm1.apply(x) as tf.Tensor3D));
+      return tf.add(h, this.fc2.apply(gelu(this.fc1.apply(this.norm2.apply(h))))) as tf.Tensor3D;
+    });
+  }
+
+  private attention(x: tf.Tensor3D): tf.Tensor3D {
     const [b, n, w] = x.shape;
-    const h = this.cfg.numHeads;
-    const hd = w / h;
-    // qkv output is [q; k; v], each head-major (head i uses dims i*hd .. i*hd+hd-1).
-    const qkv = tf.transpose(tf.reshape(this.qkv.apply(this.ln(x, this.norm1)), [b, n, 3, h, hd]), [2, 0, 3, 1, 4]);
-    const [q, k, v] = tf.unstack(qkv, 0);
-    const att = tf.softmax(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(hd)));
-    const y = tf.reshape(tf.transpose(tf.matMul(att, v), [0, 2, 1, 3]), [b, n, w]);
-    const x1 = tf.add(x, this.proj.apply(y));
-    const mlp = this.fc2.apply(gelu(this.fc1.apply(this.ln(x1, this.norm2))));
-    return tf.add(x1, mlp) as tf.Tensor3D;
+    // timm splits the fused output as [q; k; v], each head-major: reshape(B, N, 3, heads, headDim).
+    const [q, k, v] = tf.split(this.qkv.apply(x), 3, -1).map((t) => tf.transpose(tf.reshape(t, [b, n, this.heads, this.headDim]), [0, 2, 1, 3]));
+    const weights = tf.softmax(tf.mul(tf.matMul(q, k, false, true), this.headDim ** -0.5));
+    const merged = tf.reshape(tf.transpose(tf.matMul(weights, v), [0, 2, 1, 3]), [b, n, w]);
+    return this.proj.apply(merged) as tf.Tensor3D;
   }
 }
 
 export class SiglipEncoder {
-  readonly patchWeight: string;
-  readonly patchBias: string;
+  readonly patchEmbed: Conv2d;
   readonly posEmbed: string;
-  readonly blocks: VitBlock[];
-  readonly norm: [string, string];
+  readonly blocks: SiglipBlock[] = [];
+  readonly norm: LayerNorm;
+  readonly width: number;
+  /** Patches per image ((imageSize / patchSize)^2; 576 for Janus-Pro). */
   readonly numTokens: number;
 
-  constructor(private readonly store: ParamStore, private readonly cfg: JanusConfig, prefix = 'vision_model.vision_tower') {
+  constructor(
+    private readonly store: ParamStore,
+    readonly cfg: JanusConfig,
+    readonly prefix = 'vision_model.vision_tower',
+  ) {
     const s = cfg.siglip;
-    const p = s.patchSize;
-    this.numTokens = (cfg.imageSize / p) ** 2;
-    this.patchWeight = store.declare(`${prefix}.patch_embed.proj.weight`, [p, p, 3, s.width], 'conv2d', { kind: 'normal', std: 0.02 });
-    this.patchBias = store.declare(`${prefix}.patch_embed.proj.bias`, [s.width], 'plain', { kind: 'zeros' });
+    if (cfg.imageSize % s.patchSize !== 0) throw new Error(`SigLIP: imageSize ${cfg.imageSize} is not a multiple of patchSize ${s.patchSize}.`);
+    this.width = s.width;
+    this.numTokens = (cfg.imageSize / s.patchSize) ** 2;
+    this.patchEmbed = new Conv2d(store, `${prefix}.patch_embed.proj`, 3, s.width, s.patchSize, { stride: s.patchSize, pad: 0 });
+    // timm initialises pos_embed with trunc_normal(std=0.02).
     this.posEmbed = store.declare(`${prefix}.pos_embed`, [1, this.numTokens, s.width], 'plain', { kind: 'normal', std: 0.02 });
-    this.blocks = Array.from({ length: s.depth }, (_, i) => new VitBlock(store, `${prefix}.blocks.${i}`, s));
-    this.norm = [store.declare(`${prefix}.norm.weight`, [s.width], 'plain', { kind: 'ones' }), store.declare(`${prefix}.norm.bias`, [s.width], 'plain', { kind: 'zeros' })];
+    for (let i = 0; i < s.depth; i++) this.blocks.push(new SiglipBlock(store, `${prefix}.blocks.${i}`, s));
+    this.norm = new LayerNorm(store, `${prefix}.norm`, s.width, s.layerNormEps);
   }
 
-  /** Images [B, S, S, 3] in [-1, 1] -> patch features [B, tokens, width] (raster order). */
+  /** Images NHWC in [-1, 1], [B, imageSize, imageSize, 3] -> features [B, tokens, width] in raster patch order. */
   apply(images: tf.Tensor4D): tf.Tensor3D {
-    const s = this.cfg.siglip;
-    const b = images.shape[0];
-    const patches = tf.conv2d(images, this.store.get(this.patchWeight) as tf.Tensor4D, s.patchSize, 'valid');
-    let x = tf.add(tf.add(tf.reshape(patches, [b, this.numTokens, s.width]), this.store.get(this.patchBias)), this.store.get(this.posEmbed)) as tf.Tensor3D;
-    for (const blk of this.blocks) x = blk.apply(x);
-    return layerNorm(x, this.store.get(this.norm[0]), this.store.get(this.norm[1]), s.layerNormEps) as tf.Tensor3D;
+    const s = images.shape;
+    if (s.length !== 4 || s[1] !== this.cfg.imageSize || s[2] !== this.cfg.imageSize || s[3] !== 3) {
+      throw new Error(`SigLIP: expected images [B, ${this.cfg.imageSize}, ${this.cfg.imageSize}, 3], got [${s.join(', ')}].`);
+    }
+    return tf.tidy(() => {
+      const patches = this.patchEmbed.apply(images);
+      let x = tf.add(tf.reshape(patches, [s[0], this.numTokens, this.width]), this.store.get(this.posEmbed)) as tf.Tensor3D;
+      for (const block of this.blocks) x = block.apply(x);
+      return this.norm.apply(x) as tf.Tensor3D;
+    });
+  }
+}
+
+/**
+ * SigLIP followed by the understanding aligner (`aligner.layers.{0,2}`, Linear -> GELU -> Linear to the LLM
+ * width): the image features that replace the `<image_placeholder>` embeddings. Pass an existing aligner when
+ * the model already declared one (Janus4o does), since a name can be declared only once.
+ */
+export class UnderstandingEncoder {
+  readonly siglip: SiglipEncoder;
+  readonly aligner: MlpProjector;
+
+  constructor(store: ParamStore, cfg: JanusConfig, opts: { aligner?: MlpProjector; prefix?: string } = {}) {
+    this.siglip = new SiglipEncoder(store, cfg, opts.prefix);
+    this.aligner = opts.aligner ?? new MlpProjector(store, 'aligner', cfg.siglip.width, cfg.llm.hiddenSize);
+  }
+
+  /** Images NHWC in [-1, 1] -> [B, tokens, llm.hiddenSize]. */
+  apply(images: tf.Tensor4D): tf.Tensor3D {
+    return tf.tidy(() => this.aligner.apply(this.siglip.apply(images)) as tf.Tensor3D);
   }
 }
