@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend';
 import { promptIds } from '../src/data/prompt_ids';
 import { SHAPEWORLD_VOCAB } from '../src/data/shapeworld';
-import { presetConfig } from '../src/model/config';
+import { imageTokenCount, presetConfig } from '../src/model/config';
 import { Janus4o } from '../src/model/janus';
 import { KVCache } from '../src/model/kv_cache';
 import { SequenceInput } from '../src/model/sequence';
@@ -123,21 +123,24 @@ describe('CFG rows and pairing (signature model, greedy)', () => {
 });
 
 describe('tiny Janus4o', () => {
-  const model = Janus4o.create('tiny', { seed: 11 });
+  // The tiny preset at 32 px (16 image tokens) and 2 layers: the same code paths at a quarter of the decode
+  // steps, so cache-vs-recompute comparisons stay fast in CI (`npm run bench` measures the full preset).
+  const model = Janus4o.create(presetConfig('tiny', { imageSize: 32, llm: { numLayers: 2 } }), { seed: 11 });
+  const N = imageTokenCount(model.config);
   const jobs = PROMPTS.map((prompt) => ({ prompt, count: 2 }));
 
   test('KV-cached decode and full recompute give identical ids (T2I, left-padded prompt batch)', async () => {
     const cached = await generateT2I(model, templates, jobs, { seed: 5 });
     const full = await generateT2I(model, templates, jobs, { seed: 5, useCache: false });
     expect(cached.ids).toEqual(full.ids);
-    const n = 64;
+    const n = N;
     expect(cached.ids.flat().every((ids) => ids.length === n && ids.every((id) => Number.isInteger(id) && id >= 0 && id < 1024))).toBe(true);
     console.log(`tiny T2I, 4 samples x 8 rows: KV cache ${cached.stats.tokensPerSecond.toFixed(1)} image tokens/s, recompute ${full.stats.tokensPerSecond.toFixed(1)} image tokens/s`);
   });
 
   test('KV-cached decode and full recompute give identical ids (3-branch edit)', async () => {
-    const n = 64;
-    const pixels = tf.randomUniform([1, 64, 64, 3], -1, 1, 'float32', 1) as tf.Tensor4D;
+    const n = N;
+    const pixels = tf.randomUniform([1, 32, 32, 3], -1, 1, 'float32', 1) as tf.Tensor4D;
     const features = model.imageFeatures(pixels, Array.from({ length: n }, () => 0));
     const sourceIds = Array.from({ length: n }, (_, i) => (i * 37) % 1024);
     const ejobs = [{ instruction: 'remove the red circle', sourceIds, sourceFeatures: features, count: 1 }];
@@ -168,10 +171,10 @@ describe('tiny Janus4o', () => {
     const prefixes = PROMPTS.map((p) => templates.t2iPrefix(p).length);
     const rows = 8;
     const res = await generateT2I(model, templates, jobs, { seed: 1 });
-    // Everything but the last token is cached: the longest prefix + 63 positions, for every row.
-    expect(res.stats.peakCacheBytes).toBe(kvCacheBytes(model.config, rows, Math.max(...prefixes) + 63));
+    // Everything but the last token is cached: the longest prefix + N - 1 positions, for every row.
+    expect(res.stats.peakCacheBytes).toBe(kvCacheBytes(model.config, rows, Math.max(...prefixes) + N - 1));
     expect(res.stats.peakCacheBytes).toBeLessThan(16 * 2 ** 20);
-    expect(kvCacheBytes(presetConfig('janus-pro-7b'), rows, Math.max(...prefixes) + 63)).toBeGreaterThan(100 * res.stats.peakCacheBytes);
+    expect(kvCacheBytes(presetConfig('janus-pro-7b'), rows, Math.max(...prefixes) + N - 1)).toBeGreaterThan(100 * res.stats.peakCacheBytes);
     const before = tf.memory().numTensors;
     for (let i = 0; i < 5; i++) await generateT2I(model, templates, jobs.slice(0, 1), { seed: i, useCache: i % 2 === 0 });
     expect(tf.memory().numTensors).toBe(before);

@@ -121,7 +121,7 @@ describe('config errors name the key path and the file, in one paragraph', () =>
     const tiny = loadTrainConfig(path.join(REPO, 'configs/tiny.yaml'));
     expect(() => checkConfigPaths(tiny, 'tiny.yaml', tmp)).not.toThrow();
     const strict = { ...tiny, data: { ...tiny.data, synthesize_if_missing: false } };
-    expect(errorOf(() => checkConfigPaths(strict, 'tiny.yaml', tmp))).toContain('janus4o synth --t2i 2000 --edit 2000 --size 64 --seed 1 --out data/shapeworld-64');
+    expect(errorOf(() => checkConfigPaths(strict, 'tiny.yaml', tmp))).toContain('janus4o synth --t2i 1500 --edit 1500 --size 64 --seed 1 --out data/shapeworld-64');
   });
 });
 

@@ -200,6 +200,8 @@ export function validateConfig(cfg: JanusConfig): JanusConfig {
   const v = cfg.vq ?? ({} as VQConfig);
   for (const k of ['codebookSize', 'codebookDim', 'baseChannels', 'numResBlocks', 'zChannels', 'normGroups'] as const) posInt(`vq.${k}`, v[k]);
   if (!Number.isInteger(v.numAttnBlocks) || v.numAttnBlocks < 0) problems.push(`vq.numAttnBlocks must be a non-negative integer, got ${JSON.stringify(v.numAttnBlocks)}`);
+  // Attention blocks follow ResNet blocks at the lowest resolution, one per block at most.
+  else if (v.numAttnBlocks > v.numResBlocks) problems.push(`vq.numAttnBlocks (${v.numAttnBlocks}) must not exceed vq.numResBlocks (${v.numResBlocks})`);
   if (!Array.isArray(v.chMult) || v.chMult.length < 1 || v.chMult.some((m) => !Number.isInteger(m) || m <= 0)) {
     problems.push(`vq.chMult must be a non-empty list of positive integers, got ${JSON.stringify(v.chMult)}`);
   } else {
