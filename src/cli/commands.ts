@@ -1,5 +1,6 @@
 /** Every `janus4o` sub-command, in help order. */
 import type { CommandModule } from 'yargs';
+import { benchCommand } from './bench';
 import { editCommand } from './edit';
 import { evalCommand } from './eval';
 import { generateCommand } from './generate';
@@ -11,4 +12,4 @@ import { resumeCommand, trainCommand } from './train';
 
 // Commands take heterogeneous argument types; yargs' CommandModule<{}, any> is its own idiom for a list of them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const COMMANDS: CommandModule<object, any>[] = [trainCommand, resumeCommand, synthCommand, prepareCommand, generateCommand, editCommand, evalCommand, convertCommand, planCommand];
+export const COMMANDS: CommandModule<object, any>[] = [trainCommand, resumeCommand, synthCommand, prepareCommand, generateCommand, editCommand, evalCommand, convertCommand, planCommand, benchCommand];

@@ -8,7 +8,7 @@ import { LlamaConfig, headDim } from './config';
 import { KVCache } from './kv_cache';
 import { Linear, rmsNorm, silu } from './layers';
 import { ParamStore } from './params';
-import { RotaryTable, applyRotary } from './rope';
+import { RotaryTable, applyRotary, applyRotaryMatMul } from './rope';
 
 /** Additive attention bias value for masked keys: large but finite, so fully masked rows stay NaN-free. */
 const MASKED = -1e9;
@@ -48,20 +48,27 @@ class DecoderLayer {
     this.postNorm = store.declare(`${prefix}.post_attention_layernorm.weight`, [d], 'plain', { kind: 'ones' });
   }
 
+  /**
+   * One block. `rotation` is RotaryTable.rotationMatrix() (rotate-half as a product); without it RoPE falls back
+   * to split + concat, which gives the same values.
+   */
   apply(
     x: tf.Tensor3D,
     rope: { cos: tf.Tensor4D; sin: tf.Tensor4D },
     bias: tf.Tensor4D,
     cache: KVCache | null,
     layerIndex: number,
+    rotation: tf.Tensor2D | null = null,
   ): tf.Tensor3D {
     const [b, l, d] = x.shape;
     const cfg = this.cfg;
     const hd = headDim(cfg);
     const h = rmsNorm(x, this.store.get(this.inputNorm), cfg.rmsNormEps);
     const heads = (t: tf.Tensor, n: number) => tf.transpose(tf.reshape(t, [b, l, n, hd]), [0, 2, 1, 3]) as tf.Tensor4D;
-    const q = applyRotary(heads(this.q.apply(h), cfg.numHeads), rope.cos, rope.sin);
-    let k = applyRotary(heads(this.k.apply(h), cfg.numKvHeads), rope.cos, rope.sin);
+    const rotary = (t: tf.Tensor4D) => (rotation ? applyRotaryMatMul(t, rope.cos, rope.sin, rotation) : applyRotary(t, rope.cos, rope.sin));
+    // The 1/sqrt(hd) scale goes on q ([B, H, L, hd]) rather than on the scores ([B, H, L, T], T >= L).
+    const q = tf.mul(rotary(heads(this.q.apply(h), cfg.numHeads)), 1 / Math.sqrt(hd)) as tf.Tensor4D;
+    let k = rotary(heads(this.k.apply(h), cfg.numKvHeads));
     let v = heads(this.v.apply(h), cfg.numKvHeads);
     if (cache) ({ k, v } = cache.append(layerIndex, k, v));
     const rep = cfg.numHeads / cfg.numKvHeads;
@@ -69,14 +76,26 @@ class DecoderLayer {
       k = repeatKv(k, rep);
       v = repeatKv(v, rep);
     }
-    const scores = tf.add(tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(hd)), bias);
-    const attn = tf.matMul(tf.softmax(scores), v);
+    const attn = l === 1 ? attendOne(q, k, v, bias) : tf.matMul(tf.softmax(tf.add(tf.matMul(q, k, false, true), bias)), v);
     const merged = tf.reshape(tf.transpose(attn, [0, 2, 1, 3]), [b, l, d]);
     const x1 = tf.add(x, this.o.apply(merged)) as tf.Tensor3D;
     const h2 = rmsNorm(x1, this.store.get(this.postNorm), cfg.rmsNormEps);
     const mlp = this.down.apply(tf.mul(silu(this.gate.apply(h2)), this.up.apply(h2)));
     return tf.add(x1, mlp) as tf.Tensor3D;
   }
+}
+
+/**
+ * Attention of one query position per row: q [B, H, 1, hd] (already scaled), k and v [B, H, T, hd], bias
+ * [B, 1, 1, T]. Broadcast multiply + sum instead of batched matmuls: with one query row each of the B*H products
+ * is a matrix-vector product, where creating an XNNPACK operator per (row, head) costs more than the arithmetic.
+ */
+function attendOne(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: tf.Tensor4D): tf.Tensor4D {
+  const [b, h, , hd] = q.shape;
+  const t = k.shape[2];
+  const scores = tf.add(tf.reshape(tf.sum(tf.mul(q, k), 3), [b, h, 1, t]), bias);
+  const p = tf.reshape(tf.softmax(scores), [b, h, t, 1]);
+  return tf.reshape(tf.sum(tf.mul(p, v), 2), [b, h, 1, hd]) as tf.Tensor4D;
 }
 
 /** [B, kvH, T, hd] -> [B, kvH*rep, T, hd], each kv head serving `rep` consecutive query heads (HF repeat_kv). */
@@ -118,15 +137,13 @@ export class LlamaDecoder {
 
   /** RoPE tables and the attention bias shared by every block of one forward. */
   context(inputs: Omit<DecoderInputs, 'embeds'> & { embeds: { shape: number[] } }, cache: KVCache | null = null): BlockContext {
-    const [b, l] = inputs.embeds.shape;
     const past = cache ? cache.length : 0;
-    const posT = tf.tensor2d(inputs.positions.flat(), [b, l], 'int32');
-    return { rope: this.rotary.lookup(posT), bias: attentionBias(inputs.mask, cache ? cache.keyMask : null, past), cache };
+    return { rope: this.rotary.lookupRows(inputs.positions), bias: attentionBias(inputs.mask, cache ? cache.keyMask : null, past), cache };
   }
 
   /** Decoder block i (the unit that activation checkpointing recomputes). */
   block(i: number, x: tf.Tensor3D, ctx: BlockContext): tf.Tensor3D {
-    return this.layers[i].apply(x, ctx.rope, ctx.bias, ctx.cache, i);
+    return this.layers[i].apply(x, ctx.rope, ctx.bias, ctx.cache, i, this.rotary.rotationMatrix());
   }
 
   finalNorm(x: tf.Tensor3D): tf.Tensor3D {

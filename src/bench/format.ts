@@ -1,0 +1,40 @@
+/** The human-readable table of a bench report (`janus4o bench --pretty`). */
+import { BenchReport } from './run';
+import { isSkipped } from './util';
+
+const f = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : String(x));
+
+export function formatReport(r: BenchReport): string {
+  const rows: [string, string][] = [];
+  const add = (k: string, v: string) => rows.push([k, v]);
+  const m = r.machine;
+  add('machine', `${m.cpus} x ${m.cpuModel}, ${m.platform}, Node ${m.node}, load ${m.loadAverageStart.map((x) => f(x, 2)).join('/')}`);
+  add('backend', `${r.backend.name}, ${r.backend.wasmThreads} thread(s)${r.quick ? ' (QUICK RUN: shapes reduced, not comparable)' : ''}`);
+  add('sgemm peak', `${f(r.sgemm.peakGflops)} GFLOP/s (${r.sgemm.points.map((p) => `${p.m}x${p.k}x${p.n}: ${f(p.gflops)}`).join(', ')})`);
+  const s = r.referenceStep;
+  add('reference step', `${f(s.msPerStep, 0)} ms/step (CPU ${f(s.cpuMsPerStep, 0)} ms), ${f(s.tokensPerSecond, 0)} tokens/s [${s.batch} x (${s.textLen}+${s.imageLen}), ${s.params} params]`);
+  add('  model FLOPs', `${f(s.modelFlopsPerStep / 1e9, 2)} GFLOP/step, ${f(s.modelGflopsPerSecond)} GFLOP/s = ${f(100 * s.fractionOfSgemmPeak, 0)}% of sgemm peak`);
+  const c = r.cpuBackend.referenceStep;
+  add('  cpu backend', `${f(c.msPerStep, 0)} ms/step, ${f(c.tokensPerSecond, 1)} tokens/s; wasm is ${f(r.cpuBackend.wasmSpeedup)}x faster`);
+  if (isSkipped(r.torch)) add('  PyTorch', `skipped: ${r.torch.skipped}`);
+  else {
+    for (const [k, t] of [['1 thread', r.torch.threads1], ['2 threads', r.torch.threads2]] as const) {
+      const ratio = k === '1 thread' ? r.torch.ratio.threads1 : r.torch.ratio.threads2;
+      add(`  PyTorch ${k}`, isSkipped(t) ? `skipped: ${t.skipped}` : `${f(t.msPerStep, 0)} ms/step, ${f(t.tokensPerSecond, 0)} tokens/s; ours / PyTorch = ${f(ratio ?? NaN, 2)}x`);
+    }
+  }
+  const g = r.generation;
+  add('generation', `${g.images} images, CFG ${g.cfgRows} rows, ${g.imageTokensPerImage} tokens each: KV cache ${f(g.cached.tokensPerSecond)} tokens/s, recompute ${f(g.recompute.tokensPerSecond)} tokens/s (${f(g.speedup)}x)`);
+  for (const v of r.vq.codec) add(`VQ ${v.config} @${v.imageSize}px`, `encode ${f(v.encodeImagesPerSecond, 2)} images/s, decode ${f(v.decodeImagesPerSecond, 2)} images/s (batch ${v.batch})`);
+  const t = r.vq.trainStep;
+  add('VQ train step', `${t.config} batch ${t.batch} @${t.imageSize}px: ${f(t.msPerStep, 0)} ms/step (conv grads ${f(t.convGradMs, 0)} ms); cpu conv-grad kernels est. ${f(t.cpuKernelStepMsEstimate / 1000, 0)} s/step = ${f(t.speedup, 0)}x slower`);
+  add('prepare', `${f(r.prepare.imagesPerSecond)} images/s (${r.prepare.images} images @${r.prepare.imageSize}px)`);
+  if (isSkipped(r.allreduce)) add('all-reduce', `skipped: ${r.allreduce.skipped}`);
+  else {
+    for (const row of r.allreduce.rows) add(`all-reduce N=${row.worldSize}`, `${f(row.bytes / 2 ** 20, 0)} MiB: bus ${f(row.busGBps, 2)} GB/s, raw TCP ring ${f(row.rawRingGBps, 2)} GB/s (${f(100 * row.ratioToRawRing, 0)}%)`);
+  }
+  for (const [k, w] of Object.entries(r.cpuFallback)) add(`cpu fallback: ${k}`, w.cpuFallback.length ? `FALLBACK ${w.cpuFallback.join(', ')}` : `none (${w.kernels} kernels)`);
+  add('peak RSS', `${f(r.peakRssMiB, 0)} MiB; bench took ${f(r.seconds, 0)} s`);
+  const w = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join('\n');
+}
