@@ -121,4 +121,4 @@ test('VQ training step: our wasm conv-gradient kernels equal the cpu backend ker
   images.dispose();
   store.dispose();
   await initBackend('cpu');
-}, 300_000);
+}, 600_000);

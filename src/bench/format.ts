@@ -2,7 +2,8 @@
 import { BenchReport } from './run';
 import { isSkipped } from './util';
 
-const f = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(digits) : String(x));
+/** Fixed decimals, with more for small values so that 0.03 images/s does not print as 0.0. */
+const f = (x: number, digits = 1) => (Number.isFinite(x) ? x.toFixed(Math.abs(x) < 1 && x !== 0 ? Math.max(digits, 3) : digits) : String(x));
 
 export function formatReport(r: BenchReport): string {
   const rows: [string, string][] = [];

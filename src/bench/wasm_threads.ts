@@ -20,6 +20,7 @@ const blobText = new WeakMap<Blob, string>();
 /** File written for each recorded Blob. */
 const blobFile = new WeakMap<Blob, string>();
 let dir: string | null = null;
+let written = 0;
 let installed = false;
 /** The pthread workers started so far (unref'd once the backend is up). */
 const workers = new Set<Worker>();
@@ -32,7 +33,7 @@ function fileFor(blob: Blob): string {
   if (file) return file;
   const text = blobText.get(blob)!;
   dir = dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'janus4o-wasm-threads-'));
-  file = path.join(dir, `blob-${blobFile.has(blob) ? 'x' : Math.random().toString(36).slice(2)}.js`);
+  file = path.join(dir, `blob-${++written}.js`);
   fs.writeFileSync(file, text.startsWith('var WasmBackendModuleThreadedSimd') ? FACTORY_PRELUDE + text : text);
   blobFile.set(blob, file);
   return file;
