@@ -9,5 +9,5 @@ module.exports = {
   testTimeout: 180000,
   // Two cores: run files two at a time, never more.
   maxWorkers: 2,
-  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json', isolatedModules: true }] },
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }] },
 };
