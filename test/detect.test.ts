@@ -4,23 +4,8 @@ import { RawImage, renderScene, renderSceneRaw } from '../src/data/render';
 import { BACKGROUNDS, BACKGROUND_NAMES, COLORS, COLOR_NAMES, Cell, Scene, SHAPES } from '../src/data/scene';
 import { DetectedScene, classifyShape, detectPng, detectScene } from '../src/generate/detect';
 import { EditCategory, T2IPrompt, T2I_CATEGORIES, T2ICategory, scoreEdit, scoreT2I, t2iPromptFromScene } from '../src/generate/shapeeval';
+import { randomScene } from './scenes';
 
-function randomScene(rand: () => number): Scene {
-  const cells = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-  for (let i = cells.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [cells[i], cells[j]] = [cells[j], cells[i]];
-  }
-  const n = 1 + Math.floor(rand() * 4);
-  return {
-    background: BACKGROUND_NAMES[Math.floor(rand() * BACKGROUND_NAMES.length)],
-    objects: cells.slice(0, n).map((c) => ({
-      shape: SHAPES[Math.floor(rand() * SHAPES.length)],
-      color: COLOR_NAMES[Math.floor(rand() * COLOR_NAMES.length)],
-      cell: { row: Math.floor(c / 3), col: c % 3 } as Cell,
-    })),
-  };
-}
 
 const key = (o: { shape: string; color: string; cell: Cell }) => `${o.shape}|${o.color}|${o.cell.row},${o.cell.col}`;
 function sameScene(truth: Scene, d: DetectedScene): boolean {

@@ -2,23 +2,8 @@ import sharp from 'sharp';
 import seedrandom from 'seedrandom';
 import { OBJECT_FRACTION, renderScene, renderSceneRaw, sceneSvg } from '../src/data/render';
 import { BACKGROUNDS, BACKGROUND_NAMES, COLORS, COLOR_NAMES, Cell, Scene, SHAPES, Shape } from '../src/data/scene';
+import { randomScene } from './scenes';
 
-function randomScene(rand: () => number): Scene {
-  const cells = [0, 1, 2, 3, 4, 5, 6, 7, 8];
-  for (let i = cells.length - 1; i > 0; i--) {
-    const j = Math.floor(rand() * (i + 1));
-    [cells[i], cells[j]] = [cells[j], cells[i]];
-  }
-  const n = 1 + Math.floor(rand() * 4);
-  return {
-    background: BACKGROUND_NAMES[Math.floor(rand() * BACKGROUND_NAMES.length)],
-    objects: cells.slice(0, n).map((c) => ({
-      shape: SHAPES[Math.floor(rand() * SHAPES.length)],
-      color: COLOR_NAMES[Math.floor(rand() * COLOR_NAMES.length)],
-      cell: { row: Math.floor(c / 3), col: c % 3 } as Cell,
-    })),
-  };
-}
 
 const SAMPLE: Scene = {
   background: 'beige',
