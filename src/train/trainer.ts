@@ -122,12 +122,12 @@ export class Trainer {
     let tokens = 0;
     const masks = { textMaskProb: t.text_mask_prob, imageMaskProb: t.image_mask_prob, lossAlignment: t.loss_alignment };
     for (let a = 0; a < t.grad_accum; a++) {
-      const picks = this.sampler.take(t.micro_batch);
+      const picks = this.sampler.take(t.micro_batch).map((p) => ({ ...p, sample: this.data.sample(p.index) }));
       // T2I and edit rows differ ~2.5x in length; one forward per task avoids padding short rows to long ones.
       for (const task of ['t2i', 'edit'] as const) {
-        const group = picks.filter((p) => this.data.sample(p.index).task === task);
+        const group = picks.filter((p) => p.sample.task === task);
         if (group.length === 0) continue;
-        const samples = group.map((p, k) => (task === 'edit' ? { ...this.data.sample(p.index), sourceImage: k } : this.data.sample(p.index)));
+        const samples = group.map((p, k) => (task === 'edit' ? { ...p.sample, sourceImage: k } : p.sample));
         const batch = collate(samples, this.templates, this.imageTokens, masks, (k) => makeRng(`mask:${t.seed}:${group[k].epoch}:${group[k].index}`));
         const pixels = task === 'edit' ? await this.loadPixels(group.map((p) => p.index)) : null;
         let r: MicroStepResult;
