@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { deviceList, launch } from '../../src/train/distributed/launcher';
+import { deviceList, launch, report, WorkerRecord } from '../../src/train/distributed/launcher';
 import { parseLaunchArgs } from '../../src/train/distributed/cli';
 import { buildDistModule, Proc, startNode, WORKERS_DIR } from './helpers';
 
@@ -62,6 +62,25 @@ test('SIGKILL of one of 4 workers mid-job: all exit within 30 s, launcher exits 
   } finally {
     await killLeftovers(pids);
   }
+});
+
+test('blame goes to the worker killed from outside even when a neighbour exit arrived first and we then signalled it', () => {
+  // The order CI once saw: rank 3 lost its ring link and exited first; we SIGTERMed everyone, rank 2's
+  // SIGKILL exit (from outside, before our SIGTERM) was processed after that.
+  const exit = (rank: number, code: number | null, signal: NodeJS.Signals | null) => ({ rank, pid: 100 + rank, code, signal });
+  const workers: WorkerRecord[] = [
+    { rank: 0, pid: 100, tail: ['ok'], exit: exit(0, null, 'SIGTERM'), signalsSent: new Set(['SIGTERM']), exitOrder: 3 },
+    { rank: 1, pid: 101, tail: ['ok'], exit: exit(1, 1, null), signalsSent: new Set(['SIGTERM']), exitOrder: 4 },
+    { rank: 2, pid: 102, tail: ['ITER 10'], exit: exit(2, null, 'SIGKILL'), signalsSent: new Set(['SIGTERM']), exitOrder: 2 },
+    { rank: 3, pid: 103, tail: ['DistributedError [PEER_LOST]: ring link from rank 2: connection closed by peer'], exit: exit(3, 1, null), signalsSent: new Set(), exitOrder: 1 },
+  ];
+  const r = report(workers, null);
+  expect(r.exitCode).toBe(1);
+  expect(r.failedRank).toBe(2);
+  expect(r.message).toMatch(/^worker rank 2 \(pid 102\) was killed by SIGKILL/);
+  expect(r.message).toMatch(/also failed: rank 3 exited with code 1/);
+  // Ranks 0 and 1 exited because of our SIGTERM: not failures of their own.
+  expect(r.message).not.toMatch(/rank [01] /);
 });
 
 test('a worker that fails by itself: launcher exits non-zero with its rank, exit code and last log lines', async () => {

@@ -64,15 +64,20 @@ export interface LaunchResult {
   pids: number[];
 }
 
-interface Worker {
+/** What the failure report needs to know of one worker. */
+export interface WorkerRecord {
   rank: number;
-  child: ChildProcess;
   pid: number;
   tail: string[];
   exit: WorkerExit | null;
-  closed: Promise<void>;
-  signalledByUs: boolean;
+  /** Signals we sent it; an exit by any other signal (a SIGKILL from outside while we only sent SIGTERM) is its own failure. */
+  signalsSent: Set<NodeJS.Signals>;
   exitOrder: number;
+}
+
+interface Worker extends WorkerRecord {
+  child: ChildProcess;
+  closed: Promise<void>;
 }
 
 const SIGNAL_CODES: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 2, SIGTERM: 15 };
@@ -135,13 +140,18 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
   const stopAll = (signal: NodeJS.Signals): void => {
     for (const w of workers) {
       if (w.exit === null) {
-        w.signalledByUs = true;
+        w.signalsSent.add(signal);
         killGroup(w.pid, signal);
       }
     }
     if (killTimer === undefined) {
       killTimer = setTimeout(() => {
-        for (const w of workers) if (w.exit === null) killGroup(w.pid, 'SIGKILL');
+        for (const w of workers) {
+          if (w.exit === null) {
+            w.signalsSent.add('SIGKILL');
+            killGroup(w.pid, 'SIGKILL');
+          }
+        }
       }, graceMs);
     }
   };
@@ -149,7 +159,12 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
   const onSignal = (signal: NodeJS.Signals): void => {
     if (interrupted !== null) {
       // A second Ctrl-C means now.
-      for (const w of workers) if (w.exit === null) killGroup(w.pid, 'SIGKILL');
+      for (const w of workers) {
+        if (w.exit === null) {
+          w.signalsSent.add('SIGKILL');
+          killGroup(w.pid, 'SIGKILL');
+        }
+      }
       return;
     }
     interrupted = signal;
@@ -175,7 +190,7 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
       const child = spawn(process.execPath, [...(o.nodeArgs ?? []), o.script, ...(o.args ?? [])], {
         env, stdio: ['ignore', 'pipe', 'pipe'], detached: true,
       });
-      const w: Worker = { rank, child, pid: child.pid ?? -1, tail: [], exit: null, closed: Promise.resolve(), signalledByUs: false, exitOrder: 0 };
+      const w: Worker = { rank, child, pid: child.pid ?? -1, tail: [], exit: null, closed: Promise.resolve(), signalsSent: new Set(), exitOrder: 0 };
       w.closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
       for (const stream of ['stdout', 'stderr'] as const) {
         const rl = readline.createInterface({ input: child[stream] as NodeJS.ReadableStream, crlfDelay: Infinity });
@@ -217,17 +232,20 @@ function describe(e: WorkerExit): string {
   return e.signal !== null ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
 }
 
-function report(workers: Worker[], interrupted: NodeJS.Signals | null): LaunchResult {
+export function report(workers: WorkerRecord[], interrupted: NodeJS.Signals | null): LaunchResult {
   const exits = workers.map((w) => w.exit ?? { rank: w.rank, pid: w.pid, code: null, signal: null });
   const pids = workers.map((w) => w.pid);
-  const failures = workers.filter((w) => w.exit !== null && (w.exit.code !== 0 || w.exit.signal !== null) && !w.signalledByUs);
+  // A worker's exit event can arrive after a neighbour's (which made us signal everyone), so "we signalled
+  // it" only excuses an exit by a signal we sent, or an exit code after we signalled.
+  const excused = (w: WorkerRecord, e: WorkerExit): boolean => w.signalsSent.size > 0 && (e.signal === null || w.signalsSent.has(e.signal));
+  const failures = workers.filter((w) => w.exit !== null && (w.exit.code !== 0 || w.exit.signal !== null) && !excused(w, w.exit));
   if (interrupted !== null && failures.length === 0) {
     return { exitCode: 128 + (SIGNAL_CODES[interrupted] ?? 1), failedRank: null, message: `interrupted by ${interrupted}; stopped all workers`, exits, pids };
   }
   if (failures.length === 0) return { exitCode: 0, failedRank: null, message: null, exits, pids };
   // Exits of neighbours arrive within milliseconds of the culprit's, in no reliable order: rank a worker
   // killed by an outside signal first, then one that failed on its own, then those that only lost a peer.
-  const severity = (w: Worker): number => (w.exit?.signal ? 0 : w.tail.some((l) => SECONDARY_FAILURE.test(l)) ? 2 : 1);
+  const severity = (w: WorkerRecord): number => (w.exit?.signal ? 0 : w.tail.some((l) => SECONDARY_FAILURE.test(l)) ? 2 : 1);
   failures.sort((a, b) => severity(a) - severity(b) || a.exitOrder - b.exitOrder);
   const first = failures[0];
   const e = first.exit as WorkerExit;
