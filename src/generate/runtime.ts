@@ -136,13 +136,27 @@ function loadTemplates(dir: string): { templates: PromptIds; vocabSize: number }
  * weights, e.g. a Janus-Pro download) read by io/pretrained.ts.
  */
 export async function loadRuntime(target: string): Promise<GenerationRuntime> {
+  const { model, dir } = await loadModelFolder(target);
+  try {
+    const { templates, vocabSize } = loadTemplates(dir);
+    return runtimeFromModel(model, templates, vocabSize, dir);
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
+
+/**
+ * Loads a model (weights and config, no tokenizer): a training checkpoint, a checkpoint root (its `latest`),
+ * or a model folder. `dir` is the folder the weights came from (where its tokenizer.json lives).
+ */
+export async function loadModelFolder(target: string): Promise<{ model: Janus4o; dir: string }> {
   const abs = path.resolve(target);
   if (!fs.existsSync(abs)) throw new UserError(`Checkpoint directory ${abs} does not exist.`);
   if (!fs.statSync(abs).isDirectory()) throw new UserError(`--checkpoint ${abs} is a file; pass the checkpoint directory.`);
   const trainingLayout = fs.existsSync(path.join(abs, MANIFEST_FILE)) || fs.existsSync(path.join(abs, LATEST_FILE)) || !fs.existsSync(path.join(abs, 'config.json'));
   const dir = trainingLayout ? await resolveCheckpoint(abs) : abs;
   const config = readConfig(path.join(dir, 'config.json'));
-  const { templates, vocabSize } = loadTemplates(dir);
   const model = Janus4o.create(config, { allocate: false });
   try {
     if (trainingLayout) await loadWeightsIntoStore((await loadCheckpoint(dir)).weights, model.params);
@@ -151,7 +165,7 @@ export async function loadRuntime(target: string): Promise<GenerationRuntime> {
     model.dispose();
     throw e instanceof UserError ? e : new UserError(`${dir}: ${(e as Error).message}`);
   }
-  return runtimeFromModel(model, templates, vocabSize, dir);
+  return { model, dir };
 }
 
 /**

@@ -46,6 +46,8 @@ const modelSchema = z
     preset: z.enum(PRESET_NAMES).optional(),
     /** A folder with config.json and weights (Janus-Pro download or one of our checkpoints). */
     pretrained: z.string().min(1).optional(),
+    /** With preset: a tokenizer folder from `janus4o train-vq` (its config.json sets the VQ config and image size). */
+    vq_pretrained: z.string().min(1).optional(),
     overrides: z
       .object({ name: z.string().min(1), imageSize: posInt, genEmbedDim: posInt, llm: llmOverrides, vq: vqOverrides, siglip: siglipOverrides })
       .partial()
@@ -113,6 +115,31 @@ const trainSchema = z
   })
   .strict();
 
+const shapeEvalSchema = z
+  .object({
+    /** T2I prompts per category (six categories). */
+    per_category: posInt.default(8),
+    /** Edits per category (seven categories); 0 skips edits. */
+    edits_per_category: int(0, 'a non-negative integer').default(4),
+    images_per_prompt: posInt.default(4),
+    seed: int(0, 'a non-negative integer').default(0),
+    cfg: z.number().min(0, { message: 'must be >= 0' }).default(5),
+    cfg2: z.number().min(0, { message: 'must be >= 0' }).default(5),
+  })
+  .strict();
+
+const reportSchema = z
+  .object({
+    /** After training (rank 0): ShapeEval and samples of the starting model and of the result, and report.html. */
+    enabled: z.boolean().default(false),
+    shapeeval: shapeEvalSchema.default({}),
+    /** Fixed prompts shown before/after. */
+    samples: z.array(z.string().min(1)).default([]),
+    /** Edit examples drawn from the ShapeEval edit set. */
+    edit_examples: int(0, 'a non-negative integer').default(4),
+  })
+  .strict();
+
 const checkpointSchema = z
   .object({
     dir: z.string().min(1).default('checkpoints/run'),
@@ -137,12 +164,15 @@ export const TrainConfigSchema = z
     train: trainSchema.default({}),
     checkpoint: checkpointSchema.default({}),
     distributed: distributedSchema.default({}),
+    report: reportSchema.default({}),
     backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
   })
   .strict()
   .superRefine((c, ctx) => {
     const n = (c.model.preset ? 1 : 0) + (c.model.pretrained ? 1 : 0);
     if (n !== 1) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['model'], message: 'needs exactly one of preset (a built-in size) or pretrained (a weights folder)' });
+    if (c.model.vq_pretrained && !c.model.preset) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['model', 'vq_pretrained'], message: 'applies to a preset model only (a pretrained folder brings its own tokenizer)' });
+    if (c.report.enabled && c.data.kind !== 'shapeworld') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['report', 'enabled'], message: 'the report measures ShapeEval and needs data.kind shapeworld' });
     if (c.data.synth && c.data.kind !== 'shapeworld') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'synth'], message: 'only applies to kind shapeworld' });
   });
 
@@ -401,6 +431,10 @@ export function checkConfigPaths(cfg: TrainConfig, source: string, baseDir = pro
           `or set model.pretrained to the folder that holds config.json, the safetensors or .bin weights and tokenizer.json.`,
       );
     }
+  }
+  const vq = cfg.model.vq_pretrained;
+  if (vq && !fs.existsSync(path.join(path.resolve(baseDir, vq), 'config.json'))) {
+    throw new UserError(`model.vq_pretrained in ${source} points at ${path.resolve(baseDir, vq)}, which has no config.json. Train a tokenizer there with \`janus4o train-vq --data <shapeworld dataset> --out ${vq}\`.`);
   }
   const root = path.resolve(baseDir, cfg.data.root);
   if (fs.existsSync(root)) return;

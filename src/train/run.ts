@@ -16,6 +16,9 @@ import { ShardDataset, prepareShards } from '../data/shards';
 import { SHAPEWORLD_VOCAB } from '../data/shapeworld';
 import { synthesize } from '../data/synth';
 import { presetConfig, imageTokenCount } from '../model/config';
+import { readHfConfig } from '../io/hf_config';
+import { loadIntoStore } from '../io/pretrained';
+import { loadModelFolder } from '../generate/runtime';
 import { Janus4o } from '../model/janus';
 import { loadImage } from '../tokenizer/image';
 import { WordTokenizer } from '../tokenizer/word';
@@ -26,6 +29,12 @@ import { readDistEnv } from './distributed/env';
 import type { Communicator } from './distributed/collectives';
 import { heldoutLoss } from './evaluate';
 import { StepLog, Trainer, TrainingSet } from './trainer';
+import { BASE_DIR, Showcase, loadShowcase, saveShowcase, showcase, trainingScenes, writeRunReport } from './run_report';
+
+function formatShowcase(s: Showcase): string {
+  const pct = (x: number | null) => (x === null ? "n/a" : `${(x * 100).toFixed(1)}%`);
+  return `ShapeEval T2I overall ${pct(s.summary.t2i.overall)}${s.summary.edit ? `, edit overall ${pct(s.summary.edit.overall)}` : ''} (${s.summary.seconds.toFixed(0)} s)`;
+}
 
 export interface RunOptions {
   /** Config file the config came from (for messages). */
@@ -55,6 +64,48 @@ function shapeworldTokenizer(root: string): { tok: WordTokenizer; file: string }
   const tok = WordTokenizer.build(SHAPEWORLD_VOCAB);
   fs.writeFileSync(file, tok.toJSON());
   return { tok, file };
+}
+
+/**
+ * The model a run starts from: a pretrained folder (with its own tokenizer), or a preset initialised from the
+ * seed, optionally with a trained VQ tokenizer (model.vq_pretrained) in place of the random one.
+ */
+async function buildModel(cfg: TrainConfig, root: string, rank0: boolean, log: (l: string) => void): Promise<{ model: Janus4o; tok: WordTokenizer; tokFile: string }> {
+  if (cfg.model.pretrained) {
+    const { model, dir } = await loadModelFolder(cfg.model.pretrained);
+    const tokFile = path.join(dir, 'tokenizer.json');
+    try {
+      if (!fs.existsSync(tokFile)) throw new UserError(`model.pretrained ${dir} has no tokenizer.json; a ShapeWorld run needs the word-level tokenizer the model was trained with.`);
+      const tok = WordTokenizer.load(tokFile);
+      if (tok.vocabSize > model.config.llm.vocabSize) throw new UserError(`${tokFile} has ${tok.vocabSize} tokens but the model's text vocabulary is ${model.config.llm.vocabSize}.`);
+      log(`model: ${dir} (${(model.parameterCount() / 1e6).toFixed(2)}M parameters)`);
+      return { model, tok, tokFile };
+    } catch (e) {
+      model.dispose();
+      throw e;
+    }
+  }
+  const { tok, file: tokFile } = rank0 ? shapeworldTokenizer(root) : { tok: WordTokenizer.load(path.join(root, 'tokenizer.json')), file: path.join(root, 'tokenizer.json') };
+  const preset = cfg.model.preset ?? 'tiny';
+  const vqDir = cfg.model.vq_pretrained ? path.resolve(cfg.model.vq_pretrained) : null;
+  const vqCfg = vqDir ? readHfConfig(path.join(vqDir, 'config.json')) : null;
+  const overrides = cfg.model.overrides ?? {};
+  const mcfg = presetConfig(preset, {
+    ...overrides,
+    ...(vqCfg ? { imageSize: vqCfg.imageSize, vq: vqCfg.vq } : {}),
+    llm: { ...overrides.llm, vocabSize: Math.max(tok.vocabSize, 8) },
+  });
+  const model = Janus4o.create(mcfg, { seed: cfg.train.seed });
+  if (vqDir) {
+    try {
+      loadIntoStore(model.params, vqDir, { allowMissing: (name) => !name.startsWith('gen_vision_model.') });
+    } catch (e) {
+      model.dispose();
+      throw new UserError(`model.vq_pretrained ${vqDir}: ${(e as Error).message}`);
+    }
+    log(`model: ${preset} with the VQ tokenizer of ${vqDir} (codebook ${mcfg.vq.codebookSize})`);
+  }
+  return { model, tok, tokFile };
 }
 
 export async function runTraining(cfg: TrainConfig, o: RunOptions): Promise<RunResult> {
@@ -94,10 +145,8 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
     await synthesize({ out: root, t2i: s.t2i, edit: s.edit, size: s.size, seed: s.seed, captionNoise: s.caption_noise });
   }
   await comm?.barrier({ tag: 'data' });
-  const { tok, file: tokFile } = rank0 ? shapeworldTokenizer(root) : { tok: WordTokenizer.load(path.join(root, 'tokenizer.json')), file: path.join(root, 'tokenizer.json') };
-  const base = presetConfig(cfg.model.preset ?? 'tiny', { llm: { vocabSize: Math.max(tok.vocabSize, 8) } });
-  const mcfg = cfg.model.overrides ? presetConfig(cfg.model.preset ?? 'tiny', { ...cfg.model.overrides, llm: { ...cfg.model.overrides.llm, vocabSize: base.llm.vocabSize } }) : base;
-  const model = Janus4o.create(mcfg, { seed: cfg.train.seed });
+  const { model, tok, tokFile } = await buildModel(cfg, root, rank0, log);
+  const mcfg = model.config;
   const n = imageTokenCount(mcfg);
 
   const { records, report } = await readShareGPT4o({ root, maxBadFraction: cfg.data.max_bad_fraction });
@@ -155,6 +204,22 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
   const before = held.length && !resumeFrom && rank0 ? (await heldoutLoss(model, held, tpl, heldPixels)).loss : null;
   if (before !== null) log(`held-out image-token loss before training: ${before.toFixed(4)} (${held.length} records)`);
 
+  const reportOn = cfg.report.enabled && rank0;
+  const exclude = reportOn ? await trainingScenes(root) : new Set<string>();
+  let base: Showcase | null = null;
+  if (reportOn) {
+    const baseDir = path.join(cfg.checkpoint.dir, BASE_DIR);
+    base = loadShowcase(baseDir);
+    if (!base && !resumeFrom) {
+      log('report: measuring the starting model (ShapeEval, samples, edits)');
+      base = await showcase(model, tpl, tok.vocabSize, cfg, exclude, log);
+      await saveShowcase(baseDir, base);
+      log(`report: starting model ${formatShowcase(base)}`);
+    } else if (!base) {
+      log(`report: ${baseDir} is missing (the run was started without report.enabled); the report will have no base column`);
+    }
+  }
+
   const onSignal = (sig: string) => {
     if (stop.requested) return;
     stop.requested = true;
@@ -174,6 +239,22 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
   const after = held.length && rank0 ? (await heldoutLoss(model, held, tpl, heldPixels)).loss : null;
   if (after !== null) log(`held-out image-token loss after step ${trainer.step}: ${after.toFixed(4)}${before !== null ? ` (${(((before - after) / before) * 100).toFixed(1)}% lower)` : ''}`);
   const latest = await findLatestCheckpoint(cfg.checkpoint.dir);
+  if (reportOn && !stop.requested && !(o.shouldStop?.() ?? false)) {
+    log('report: measuring the trained model');
+    const tuned = await showcase(model, tpl, tok.vocabSize, cfg, exclude, log);
+    log(`report: trained model ${formatShowcase(tuned)}`);
+    const written = await writeRunReport(cfg, base, tuned, {
+      backend: tf.getBackend(),
+      steps: trainer.step,
+      wallSeconds: (Date.now() - t0) / 1000,
+      command: ['janus4o', ...process.argv.slice(2)].join(' '),
+      checkpoint: latest,
+      heldoutBefore: before,
+      heldoutAfter: after,
+      heldoutNote: `${held.length} held-out records of ${cfg.data.root}`,
+    });
+    log(`report: ${path.resolve(written.html)}`);
+  }
   model.dispose();
   return { checkpoint: latest, steps, heldoutBefore: before, heldoutAfter: after, seconds: (Date.now() - t0) / 1000 };
 }

@@ -1,0 +1,51 @@
+/**
+ * `janus4o export`: a training checkpoint -> a model folder (config.json in the Janus HF layout,
+ * model.safetensors under the original Janus names, tokenizer files, the training config for provenance),
+ * the form `model.pretrained`, `generate` and the PyTorch Janus code read. BF16 halves the size.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Argv, CommandModule } from 'yargs';
+import { initBackend } from '../backend';
+import { loadModelFolder } from '../generate/runtime';
+import { SaveDtype } from '../io/safetensors';
+import { UserError } from './errors';
+
+interface ExportArgs {
+  checkpoint: string;
+  out: string;
+  dtype: string;
+}
+
+const DTYPES: Record<string, SaveDtype> = { f32: 'F32', bf16: 'BF16', f16: 'F16' };
+
+export async function exportCheckpoint(checkpoint: string, out: string, dtype: SaveDtype): Promise<string[]> {
+  const { model, dir } = await loadModelFolder(checkpoint);
+  try {
+    if (path.resolve(out) === path.resolve(dir)) throw new UserError(`--out ${out} is the checkpoint itself; choose another folder.`);
+    const files = model.save(out, { dtype, tokenizerFrom: dir });
+    const trainConfig = path.join(dir, 'train_config.json');
+    if (fs.existsSync(trainConfig)) {
+      fs.copyFileSync(trainConfig, path.join(out, 'train_config.json'));
+      files.push('train_config.json');
+    }
+    return files;
+  } finally {
+    model.dispose();
+  }
+}
+
+export const exportCommand: CommandModule<object, ExportArgs> = {
+  command: 'export',
+  describe: 'Write a training checkpoint as a model folder (config.json, safetensors, tokenizer) for model.pretrained, generate and PyTorch Janus',
+  builder: (y) =>
+    y
+      .option('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint folder, or a run folder (its latest checkpoint)' })
+      .option('out', { type: 'string', demandOption: true, describe: 'output model folder' })
+      .option('dtype', { type: 'string', default: 'f32', choices: Object.keys(DTYPES), describe: 'stored dtype (bf16/f16 halve the size)' }) as unknown as Argv<ExportArgs>,
+  handler: async (a) => {
+    await initBackend('cpu', () => undefined);
+    const files = await exportCheckpoint(a.checkpoint, a.out, DTYPES[a.dtype]);
+    process.stdout.write(`wrote ${files.join(', ')} to ${path.resolve(a.out)}\n`);
+  },
+};

@@ -1,0 +1,169 @@
+/**
+ * The before/after part of a training run (config `report.enabled`): ShapeEval, fixed-prompt samples and edit
+ * examples of the starting model (measured before the first step and kept in the checkpoint folder, so a
+ * resumed run compares against the same base) and of the result, then report.html beside the checkpoints.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import sharp from 'sharp';
+import { PromptIds } from '../data/batch';
+import { renderScene } from '../data/render';
+import { readScenes } from '../data/synth';
+import { ShapeEvalReport, modelGenerator, runShapeEval, sceneKey, shapeEvalEdits } from '../generate/eval';
+import { runtimeFromModel } from '../generate/runtime';
+import { Janus4o } from '../model/janus';
+import { ReportData, writeReport, WrittenReport, ShapeEvalRun } from '../report/html';
+import { readStepLog } from '../report/steplog';
+import { atomicWriteFile } from './atomic';
+import { TrainConfig } from './config';
+
+export const BASE_DIR = 'report-base';
+
+/** What the report shows of one model. */
+export interface Showcase {
+  shapeEval: ShapeEvalRun;
+  /** ShapeEval's figures as `janus4o eval` prints them. */
+  summary: { t2i: ShapeEvalReport['t2i']['summary']; edit: NonNullable<ShapeEvalReport['edit']>['summary'] | null; seconds: number };
+  /** One PNG row of images per fixed prompt. */
+  samples: Buffer[];
+  edits: { instruction: string; category: string; input: Buffer; output: Buffer }[];
+}
+
+/** Images side by side, one PNG. */
+async function pngRow(pngs: readonly Buffer[]): Promise<Buffer> {
+  const metas = await Promise.all(pngs.map((p) => sharp(p).metadata()));
+  const h = Math.max(...metas.map((m) => m.height ?? 0));
+  const gap = 2;
+  const w = metas.reduce((s, m) => s + (m.width ?? 0), 0) + gap * (pngs.length - 1);
+  let x = 0;
+  const layers = pngs.map((input, i) => {
+    const left = x;
+    x += (metas[i].width ?? 0) + gap;
+    return { input, left, top: 0 };
+  });
+  return sharp({ create: { width: w, height: h, channels: 3, background: { r: 255, g: 255, b: 255 } } }).composite(layers).png().toBuffer();
+}
+
+/** Keys of the scenes a ShapeWorld dataset folder holds (kept out of ShapeEval). */
+export async function trainingScenes(root: string): Promise<Set<string>> {
+  return new Set([...(await readScenes(root)).values()].map(sceneKey));
+}
+
+export async function showcase(model: Janus4o, tpl: PromptIds, vocab: number, cfg: TrainConfig, exclude: ReadonlySet<string>, log: (l: string) => void): Promise<Showcase> {
+  const r = cfg.report;
+  const se = r.shapeeval;
+  const rt = runtimeFromModel(model, tpl, vocab, 'training run');
+  const size = model.config.imageSize;
+  const sampling = { cfg: se.cfg, cfg2: se.cfg2, temperature: 1, seed: se.seed };
+  let last = 0;
+  const report = await runShapeEval(modelGenerator(rt, sampling), {
+    seed: se.seed,
+    perCategory: se.per_category,
+    editsPerCategory: se.edits_per_category,
+    imagesPerPrompt: se.images_per_prompt,
+    exclude,
+    renderSource: (scene) => renderScene(scene, size),
+    onProgress: (done, total) => {
+      if (done - last >= total / 4 || done === total) {
+        last = done;
+        log(`report: ShapeEval ${done}/${total} prompts`);
+      }
+    },
+  });
+  // A fresh generator: the fixed prompts get the same random streams for every model.
+  const gen = modelGenerator(rt, sampling);
+  const samples: Buffer[] = [];
+  for (const prompt of r.samples) samples.push(await pngRow((await gen.t2i([prompt], 4))[0]));
+  const edits: Showcase['edits'] = [];
+  const examples = shapeEvalEdits(`${se.seed}:examples`, 1, exclude).slice(0, r.edit_examples);
+  for (const e of examples) {
+    const input = await renderScene(e.source, size);
+    const [outs] = await gen.edit!([{ instruction: e.instruction, source: input }], 1);
+    edits.push({ instruction: e.instruction, category: e.category, input, output: outs[0] });
+  }
+  return {
+    shapeEval: { t2i: report.t2i.summary, edit: report.edit?.summary ?? null },
+    summary: { t2i: report.t2i.summary, edit: report.edit?.summary ?? null, seconds: report.seconds },
+    samples,
+    edits,
+  };
+}
+
+/** Stores the base model's showcase in the checkpoint folder (PNG files + base.json). */
+export async function saveShowcase(dir: string, s: Showcase): Promise<void> {
+  fs.mkdirSync(dir, { recursive: true });
+  const samples = await Promise.all(s.samples.map(async (png, i) => {
+    const name = `sample-${i}.png`;
+    await atomicWriteFile(path.join(dir, name), png);
+    return name;
+  }));
+  const edits = await Promise.all(s.edits.map(async (e, i) => {
+    await atomicWriteFile(path.join(dir, `edit-${i}-input.png`), e.input);
+    await atomicWriteFile(path.join(dir, `edit-${i}-output.png`), e.output);
+    return { instruction: e.instruction, category: e.category, input: `edit-${i}-input.png`, output: `edit-${i}-output.png` };
+  }));
+  await atomicWriteFile(path.join(dir, 'base.json'), `${JSON.stringify({ shapeEval: s.shapeEval, summary: s.summary, samples, edits }, null, 2)}\n`);
+}
+
+export function loadShowcase(dir: string): Showcase | null {
+  const file = path.join(dir, 'base.json');
+  if (!fs.existsSync(file)) return null;
+  const j = JSON.parse(fs.readFileSync(file, 'utf8')) as Omit<Showcase, 'samples' | 'edits'> & { samples: string[]; edits: { instruction: string; category: string; input: string; output: string }[] };
+  const read = (name: string) => fs.readFileSync(path.join(dir, path.basename(name)));
+  return {
+    shapeEval: j.shapeEval,
+    summary: j.summary,
+    samples: j.samples.map(read),
+    edits: j.edits.map((e) => ({ instruction: e.instruction, category: e.category, input: read(e.input), output: read(e.output) })),
+  };
+}
+
+export interface RunSummary {
+  backend: string;
+  steps: number;
+  wallSeconds: number;
+  command: string;
+  checkpoint: string | null;
+  heldoutBefore: number | null;
+  heldoutAfter: number | null;
+  heldoutNote: string;
+}
+
+export async function writeRunReport(cfg: TrainConfig, base: Showcase | null, tuned: Showcase, run: RunSummary): Promise<WrittenReport> {
+  const dir = cfg.checkpoint.dir;
+  const logFile = path.join(dir, 'train_log.jsonl');
+  const steps = fs.existsSync(logFile) ? await readStepLog(logFile) : [];
+  const t = cfg.train;
+  const se = cfg.report.shapeeval;
+  const data: ReportData = {
+    title: `janus4o-tf training report: ${path.basename(path.resolve(dir))}`,
+    facts: {
+      backend: run.backend,
+      preset: cfg.model.pretrained ?? cfg.model.preset ?? 'tiny',
+      steps: run.steps,
+      wallSeconds: run.wallSeconds,
+      tokensPerSecond: null,
+      config: {
+        lr: t.lr,
+        batch: t.micro_batch * t.grad_accum * cfg.distributed.nproc,
+        textMaskProb: t.text_mask_prob,
+        imageMaskProb: t.image_mask_prob,
+        extra: { data: cfg.data.root, weight_decay: t.weight_decay, warmup_ratio: t.warmup_ratio, min_lr_ratio: t.min_lr_ratio, seed: t.seed },
+      },
+      command: run.command,
+      date: new Date().toISOString(),
+      checkpoint: run.checkpoint ?? undefined,
+    },
+    steps,
+    heldOut: { before: run.heldoutBefore, after: run.heldoutAfter, note: run.heldoutNote },
+    shapeEval: {
+      base: base?.shapeEval ?? null,
+      finetuned: tuned.shapeEval,
+      note: `${se.per_category} T2I prompts and ${se.edits_per_category} edits per category, ${se.images_per_prompt} images each, CFG ${se.cfg}/${se.cfg2}, seed ${se.seed}; scenes of the training data excluded`,
+    },
+    samples: cfg.report.samples.map((prompt, i) => ({ prompt, base: base?.samples[i] ?? null, finetuned: tuned.samples[i] })),
+    edits: tuned.edits.map((e, i) => ({ instruction: e.instruction, category: e.category, input: e.input, base: base?.edits[i]?.output ?? null, finetuned: e.output })),
+    reproduce: [`janus4o eval --checkpoint ${dir} --per-category ${se.per_category} --edits-per-category ${se.edits_per_category} -n ${se.images_per_prompt} --seed ${se.seed}`],
+  };
+  return writeReport(dir, data);
+}

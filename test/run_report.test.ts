@@ -1,0 +1,122 @@
+/**
+ * The shipped-model pipeline end to end through the compiled CLI, at toy sizes: train a VQ tokenizer, train a
+ * base model with it (model.vq_pretrained), export the base as a model folder, fine-tune it (model.pretrained)
+ * with report.enabled, and check the report: well-formed, every referenced image present, base and fine-tuned
+ * columns filled.
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { SafetensorsFile } from '../src/io/safetensors';
+import { byId, byName, parseXhtml, text } from './xhtml';
+
+const ROOT = path.resolve(__dirname, '..');
+const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
+let tmp: string;
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'janus4o-runreport-'));
+});
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function cli(args: string[]): { code: number | null; out: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: ROOT, encoding: 'utf8' });
+  return { code: r.status, out: `${r.stdout}\n${r.stderr}` };
+}
+
+function expectOk(r: { code: number | null; out: string }): void {
+  if (r.code !== 0) throw new Error(`exit ${r.code}:\n${r.out}`);
+}
+
+const LLM = `llm: { hiddenSize: 32, numLayers: 2, numHeads: 2, numKvHeads: 2, intermediateSize: 64, maxPositionEmbeddings: 512 }
+    siglip: { width: 16, depth: 1, numHeads: 2, mlpDim: 32 }`;
+
+function config(name: string, model: string, data: string, extra = ''): string {
+  const file = path.join(tmp, `${name}.yaml`);
+  fs.writeFileSync(file, `model:
+${model}
+data:
+  kind: shapeworld
+  root: ${data}
+  heldout: 4
+train:
+  lr: 1.0e-2
+  max_steps: 3
+  micro_batch: 2
+  grad_accum: 1
+  seed: 3
+checkpoint:
+  dir: ${path.join(tmp, name)}
+  every_steps: 0
+backend: wasm
+${extra}`);
+  return file;
+}
+
+test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.enabled -> a complete report', () => {
+  const data = path.join(tmp, 'data');
+  expectOk(cli(['synth', '--t2i', '24', '--edit', '12', '--size', '32', '--seed', '1', '--out', data, '--no-progress']));
+
+  const vqDir = path.join(tmp, 'vq');
+  const vq = cli(['train-vq', '--data', data, '--out', vqDir, '--image-size', '32', '--codebook', '64', '--base-channels', '8', '--ch-mult', '1,1,1,2',
+    '--z-channels', '8', '--norm-groups', '4', '--attn-blocks', '0', '--steps', '3', '--batch', '4', '--crop', '16', '--images', '30', '--heldout', '4', '--no-progress']);
+  expectOk(vq);
+  expect(vq.out).toMatch(/train-vq: after 3 steps: mse [\d.]+, \d+\/64 codes/);
+  const vqWeights = SafetensorsFile.open(path.join(vqDir, 'model.safetensors'));
+  try {
+    expect(vqWeights.names().length).toBeGreaterThan(10);
+    expect(vqWeights.names().every((n) => n.startsWith('gen_vision_model.'))).toBe(true);
+  } finally {
+    vqWeights.close();
+  }
+
+  const base = cli(['train', '--config', config('base', `  preset: tiny\n  vq_pretrained: ${vqDir}\n  overrides:\n    ${LLM}`, data)]);
+  expectOk(base);
+  expect(base.out).toContain(`with the VQ tokenizer of ${vqDir} (codebook 64)`);
+
+  const exported = path.join(tmp, 'base-model');
+  expectOk(cli(['export', '--checkpoint', path.join(tmp, 'base'), '--out', exported, '--dtype', 'bf16']));
+  for (const f of ['config.json', 'model.safetensors', 'tokenizer.json', 'train_config.json']) expect(fs.existsSync(path.join(exported, f))).toBe(true);
+
+  const report = `report:
+  enabled: true
+  shapeeval: { per_category: 1, edits_per_category: 1, images_per_prompt: 1 }
+  samples: ["a red circle"]
+  edit_examples: 2`;
+  const tuned = cli(['train', '--config', config('tuned', `  pretrained: ${exported}`, data, report)]);
+  expectOk(tuned);
+  expect(tuned.out).toMatch(/report: starting model ShapeEval T2I overall [\d.]+%, edit overall [\d.]+%/);
+  const where = /report: (\/\S+report\.html)/.exec(tuned.out);
+  expect(where).not.toBeNull();
+  const html = where![1];
+  expect(path.dirname(html)).toBe(path.join(tmp, 'tuned'));
+
+  const doc = parseXhtml(fs.readFileSync(html, 'utf8'));
+  const imgs = byName(doc, 'img');
+  // 1 sample x (base, fine-tuned) + 2 edits x (input, base, fine-tuned).
+  expect(imgs).toHaveLength(8);
+  for (const im of imgs) expect(fs.existsSync(path.join(path.dirname(html), im.attrs.src))).toBe(true);
+  for (const id of ['facts', 'curves', 'lr', 'heldout', 'shapeeval', 'samples', 'edits']) expect(() => byId(doc, id)).not.toThrow();
+  expect(text(byId(doc, 'samples'))).not.toContain('not generated');
+  expect(byName(byId(doc, 'curves'), 'polyline').length).toBeGreaterThan(0);
+  // The base measurement is kept beside the checkpoints for resumed runs.
+  expect(fs.existsSync(path.join(tmp, 'tuned', 'report-base', 'base.json'))).toBe(true);
+});
+
+test('bad vq_pretrained and train-vq inputs are one-paragraph errors', () => {
+  const data = path.join(tmp, 'data');
+  const missing = cli(['train', '--config', config('bad', `  preset: tiny\n  vq_pretrained: ${path.join(tmp, 'nope')}`, data)]);
+  expect(missing.code).not.toBe(0);
+  expect(missing.out).toMatch(/model\.vq_pretrained in .*bad\.yaml points at .*nope, which has no config\.json/);
+  expect(missing.out).not.toMatch(/\n\s+at /);
+  const both = cli(['train', '--config', config('bad2', `  pretrained: ${path.join(tmp, 'x')}\n  vq_pretrained: ${path.join(tmp, 'y')}`, data)]);
+  expect(both.code).not.toBe(0);
+  expect(both.out).toMatch(/model\.vq_pretrained.*applies to a preset model only/);
+  const noData = cli(['train-vq', '--data', path.join(tmp, 'nothing'), '--out', path.join(tmp, 'v2')]);
+  expect(noData.code).not.toBe(0);
+  expect(noData.out).toMatch(/scenes\.jsonl not found; --data must be a ShapeWorld dataset/);
+  const badCrop = cli(['train-vq', '--data', data, '--out', path.join(tmp, 'v3'), '--image-size', '32', '--ch-mult', '1,1,1,2', '--crop', '12']);
+  expect(badCrop.code).not.toBe(0);
+  expect(badCrop.out).toMatch(/--crop 12 must be a multiple of the tokenizer's downsample factor 8/);
+});
