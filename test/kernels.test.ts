@@ -297,6 +297,39 @@ describe('UnsortedSegmentSum', () => {
 
 });
 
+describe('wasm Identity and same-dtype Cast share bytes', () => {
+  test('clone and float32->float32 cast share the data id; a dtype change still converts; disposal is reference-counted', async () => {
+    await initBackend('wasm');
+    const before = tf.engine().backend.numDataIds();
+    const x = tf.tensor1d([1.5, -2.25, 3]);
+    const c = tf.clone(x);
+    const same = tf.cast(x, 'float32');
+    const asInt = tf.cast(x, 'int32');
+    expect(c.dataId).toBe(x.dataId);
+    expect(same.dataId).toBe(x.dataId);
+    expect(asInt.dataId).not.toBe(x.dataId);
+    expect(Array.from(await asInt.data())).toEqual([1, -2, 3]);
+    // One set of bytes for the three float tensors (plus the int32 one).
+    expect(tf.engine().backend.numDataIds() - before).toBe(2);
+    x.dispose();
+    expect(Array.from(await c.data())).toEqual([1.5, -2.25, 3]);
+    c.dispose();
+    expect(Array.from(await same.data())).toEqual([1.5, -2.25, 3]);
+    tf.dispose([same, asInt]);
+    expect(tf.engine().backend.numDataIds()).toBe(before);
+  });
+
+  test('a variable updated in place does not change a clone taken before', async () => {
+    await initBackend('wasm');
+    const v = tf.variable(tf.tensor1d([1, 2]));
+    const snap = tf.clone(v);
+    v.assign(tf.tensor1d([5, 6]));
+    expect(Array.from(await snap.data())).toEqual([1, 2]);
+    expect(Array.from(await v.data())).toEqual([5, 6]);
+    tf.dispose([v, snap]);
+  });
+});
+
 describe('no leaks', () => {
   test('tensor count and backend data ids stay flat over repeated kernel calls on wasm', async () => {
     await initBackend('wasm');

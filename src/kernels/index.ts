@@ -3,12 +3,14 @@
  * backend initialises (see ../backend.ts):
  *  - wasm: Conv2DBackpropFilter (missing), Conv2DBackpropInput (stock is a scalar loop), BatchMatMul (stock
  *    uses XNNPACK only for untransposed unbatched products), UnsortedSegmentSum (missing);
+ *    Identity and same-dtype Cast share their input's bytes instead of copying them;
  *  - cpu: UnsortedSegmentSum (stock is O(numSegments * N * D)).
  */
 import { registerWasmBatchMatMul } from './batch_mat_mul';
 import { registerWasmConv2DBackpropFilter } from './conv2d_backprop_filter';
 import { registerWasmConv2DBackpropInput } from './conv2d_backprop_input';
 import { registerUnsortedSegmentSum } from './unsorted_segment_sum';
+import { registerWasmZeroCopy } from './zero_copy';
 
 export { listCpuFallbackOps, kernelNamesUsed } from './coverage';
 
@@ -26,4 +28,5 @@ export function registerTrainingKernels(): void {
   registerWasmBatchMatMul();
   registerWasmConv2DBackpropFilter();
   registerWasmConv2DBackpropInput();
+  registerWasmZeroCopy();
 }
