@@ -26,6 +26,10 @@ interface TrainVQArgs {
   images: number;
   heldout: number;
   'revive-every': number;
+  'eval-every': number;
+  recon: string;
+  'ae-steps': number;
+  'object-weight': number;
   seed: number;
   dtype: string;
   backend: string;
@@ -64,7 +68,11 @@ export const trainVQCommand: CommandModule<object, TrainVQArgs> = {
       .option('crop', { type: 'number', default: 32, describe: 'training crop side in pixels (0: whole images)' })
       .option('images', { type: 'number', default: 2000, describe: 'training images read from the dataset' })
       .option('heldout', { type: 'number', default: 128, describe: 'held-out images (the last of scenes.jsonl) for the before/after figures' })
-      .option('revive-every', { type: 'number', default: 10, describe: 'restart unused codes every N steps (0: never)' })
+      .option('revive-every', { type: 'number', default: 100, describe: 'restart codes unused over the last N steps (first half of the run; 0: never)' })
+      .option('eval-every', { type: 'number', default: 0, describe: 'log held-out figures every N steps (0: only at the end)' })
+      .option('ae-steps', { type: 'number', default: 300, describe: 'plain autoencoder steps before a k-means codebook (0: straight to VQ)' })
+      .option('object-weight', { type: 'number', default: 10, describe: 'reconstruction weight of object pixels (those unlike the corner colour); 1 = plain mean' })
+      .option('recon', { type: 'string', default: 'l2', choices: ['l1', 'l2'], describe: 'reconstruction loss' })
       .option('seed', { type: 'number', default: 1, describe: 'init, order and crop seed' })
       .option('dtype', { type: 'string', default: 'F32', choices: ['F32', 'BF16', 'F16'], describe: 'stored weight dtype' })
       .option('backend', { type: 'string', default: 'wasm', choices: ['auto', 'tensorflow', 'wasm', 'cpu'], describe: 'tfjs backend' })
@@ -90,7 +98,7 @@ export const trainVQCommand: CommandModule<object, TrainVQArgs> = {
     try {
       const r = await trainVQ({
         data: a.data, out: a.out, config, steps: positive(a.steps, 'steps'), batch: positive(a.batch, 'batch'), lr: positive(a.lr, 'lr', false),
-        crop: a.crop, images: positive(a.images, 'images'), heldout: positive(a.heldout, 'heldout'), reviveEvery: a['revive-every'], seed: a.seed,
+        crop: a.crop, images: positive(a.images, 'images'), heldout: positive(a.heldout, 'heldout'), reviveEvery: a['revive-every'], evalEvery: a['eval-every'], recon: a.recon as 'l1' | 'l2', aeSteps: a['ae-steps'], objectWeight: positive(a['object-weight'], 'object-weight', false), seed: a.seed,
         dtype: a.dtype as SaveDtype, log: (l) => { if (barOn) bar.stop(); barOn = false; log(l); },
         onStep: (s, loss) => {
           if (!a.progress) return;

@@ -84,6 +84,16 @@ export interface VQLossOptions {
   beta?: number;
   /** Weight of codebook + commitment relative to reconstruction (LlamaGen default 1). */
   codebookWeight?: number;
+  /** Per-pixel weights [B, H, W, 1] of the reconstruction term (a weighted mean); default uniform. */
+  pixelWeights?: tf.Tensor4D;
+}
+
+/** Mean absolute or squared error, optionally weighted per pixel: sum(w * e) / sum(w * channels). */
+export function reconstructionError(reconstruction: tf.Tensor4D, images: tf.Tensor4D, kind: 'l1' | 'l2' = 'l2', weights?: tf.Tensor4D): tf.Scalar {
+  const diff = tf.sub(reconstruction, images);
+  const err = kind === 'l1' ? tf.abs(diff) : tf.square(diff);
+  if (!weights) return tf.mean(err) as tf.Scalar;
+  return tf.div(tf.sum(tf.mul(err, weights)), tf.mul(tf.sum(weights), images.shape[3])) as tf.Scalar;
 }
 
 export interface VQLossOutput {
@@ -196,8 +206,7 @@ export class VQModel {
     // Straight-through: forward uses zq, backward passes the decoder's gradient to z unchanged.
     const zst = tf.add(z, stopGradient(tf.sub(zq, z))) as tf.Tensor4D;
     const reconstruction = this.decodeLatents(zst);
-    const diff = tf.sub(reconstruction, images);
-    const recon = tf.mean(opts.recon === 'l1' ? tf.abs(diff) : tf.square(diff)) as tf.Scalar;
+    const recon = reconstructionError(reconstruction, images, opts.recon, opts.pixelWeights);
     const loss = tf.add(recon, tf.mul(tf.add(codebookLoss, commitment), weight)) as tf.Scalar;
     return { loss, recon, codebook: codebookLoss, commitment, ids: tf.reshape(idsFlat, [b, h * w]) as tf.Tensor2D, reconstruction };
   }

@@ -18,11 +18,11 @@ import { Scene } from '../data/scene';
 import { detectScene } from '../generate/detect';
 import { JanusConfig } from '../model/config';
 import { ParamStore, checkpointShape } from '../model/params';
-import { VQModel, codebookUsage } from '../model/vq';
+import { VQModel, codebookUsage, l2Normalize, reconstructionError } from '../model/vq';
 import { writeHfConfig } from '../io/hf_config';
 import { toCheckpointLayout } from '../io/pretrained';
 import { writeSafetensors, SaveDtype } from '../io/safetensors';
-import { loadImage, tensorToRgb } from '../tokenizer/image';
+import { imageGrid, loadImage, tensorToRgb } from '../tokenizer/image';
 import { AdamW } from './optimizer';
 import { lrFactor } from './schedule';
 
@@ -42,7 +42,23 @@ export interface VQTrainOptions {
   /** Training images read from the dataset (the held-out ones are not among them). */
   images: number;
   heldout: number;
+  /** Codes unused over this many steps are restarted from live latents (first half of the run only). */
   reviveEvery: number;
+  /** Held-out evaluation (logged) every this many steps; 0: only at the end. */
+  evalEvery: number;
+  recon: 'l1' | 'l2';
+  /**
+   * Steps of plain autoencoder training (no quantisation) before the codebook is set by k-means over the
+   * encoder's latents; 0 skips it. Straight-through VQ from a random codebook collapses onto a few dozen codes
+   * here; an autoencoder first and a k-means codebook start the quantised phase with every code in use.
+   */
+  aeSteps: number;
+  /**
+   * Weight of object pixels (those that differ from the image's corner colour, which ShapeWorld always leaves
+   * as background) in the reconstruction term; 1 = plain mean. Objects cover a small share of the pixels, so
+   * with uniform weights the colours of objects are the last thing a small tokenizer learns.
+   */
+  objectWeight: number;
   seed: number;
   dtype: SaveDtype;
   log: (line: string) => void;
@@ -122,6 +138,80 @@ export async function evaluateVQ(vq: VQModel, images: tf.Tensor4D, scenes: reado
   return { mse, codesUsed: usage.used, perplexity: usage.perplexity, sceneMatch: scenes.length ? match / scenes.length : 0 };
 }
 
+/**
+ * Spherical k-means over unit vectors (rows of `x`, `dim` wide), k-means++ seeding; identical rows (ShapeWorld
+ * repeats patches exactly) are merged first and weighted by their count. Returns k unit centroids, row-major.
+ */
+export function sphericalKMeans(x: Float32Array, dim: number, k: number, rng: () => number, iterations = 15): Float32Array {
+  const weightOf = new Map<string, number>();
+  const firstOf = new Map<string, number>();
+  const n = x.length / dim;
+  for (let i = 0; i < n; i++) {
+    let key = '';
+    for (let d = 0; d < dim; d++) key += `${x[i * dim + d].toFixed(4)},`;
+    weightOf.set(key, (weightOf.get(key) ?? 0) + 1);
+    if (!firstOf.has(key)) firstOf.set(key, i);
+  }
+  const rows = [...firstOf.values()];
+  const w = [...weightOf.values()];
+  const m = rows.length;
+  const pts = new Float32Array(m * dim);
+  rows.forEach((r, j) => pts.set(x.subarray(r * dim, (r + 1) * dim), j * dim));
+  const cent = new Float32Array(k * dim);
+  const dist = (j: number, c: number) => {
+    let dot = 0;
+    for (let d = 0; d < dim; d++) dot += pts[j * dim + d] * cent[c * dim + d];
+    return 1 - dot;
+  };
+  // k-means++: each next centroid drawn with probability ~ weight x distance to the nearest so far.
+  const near = new Float64Array(m).fill(Infinity);
+  for (let c = 0; c < k; c++) {
+    let pick = 0;
+    if (c === 0 || c >= m) {
+      pick = Math.floor(rng() * m);
+    } else {
+      let total = 0;
+      for (let j = 0; j < m; j++) total += w[j] * near[j];
+      let r = rng() * total;
+      for (pick = 0; pick < m - 1; pick++) {
+        r -= w[pick] * near[pick];
+        if (r <= 0) break;
+      }
+    }
+    cent.set(pts.subarray(pick * dim, (pick + 1) * dim), c * dim);
+    for (let j = 0; j < m; j++) near[j] = Math.min(near[j], Math.max(0, dist(j, c)));
+  }
+  const assign = new Int32Array(m);
+  for (let it = 0; it < iterations; it++) {
+    for (let j = 0; j < m; j++) {
+      let best = 0;
+      let bestD = Infinity;
+      for (let c = 0; c < k; c++) {
+        const dd = dist(j, c);
+        if (dd < bestD) {
+          bestD = dd;
+          best = c;
+        }
+      }
+      assign[j] = best;
+    }
+    const sum = new Float64Array(k * dim);
+    const has = new Uint8Array(k);
+    for (let j = 0; j < m; j++) {
+      has[assign[j]] = 1;
+      for (let d = 0; d < dim; d++) sum[assign[j] * dim + d] += w[j] * pts[j * dim + d];
+    }
+    for (let c = 0; c < k; c++) {
+      if (!has[c]) continue; // an empty cluster keeps its centroid
+      let norm = 0;
+      for (let d = 0; d < dim; d++) norm += sum[c * dim + d] ** 2;
+      norm = Math.sqrt(norm) || 1;
+      for (let d = 0; d < dim; d++) cent[c * dim + d] = sum[c * dim + d] / norm;
+    }
+  }
+  return cent;
+}
+
 /** Random crops of `crop` px at token-aligned offsets, one per image. */
 function randomCrops(batch: tf.Tensor4D, crop: number, align: number, rng: () => number): tf.Tensor4D {
   const size = batch.shape[1];
@@ -168,15 +258,63 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
   const counts = new Float64Array(codebook);
   let revived = 0;
   let recent = 0;
-  for (let step = 0; step < o.steps; step++) {
+  const pickBatch = (): { batch: tf.Tensor4D; corners: tf.Tensor4D } => {
     const idx = Array.from({ length: o.batch }, () => Math.floor(rng() * train.length));
     const picked = tf.tidy(() => tf.gather(trainPixels, tf.tensor1d(idx, 'int32')) as tf.Tensor4D);
     const batch = randomCrops(picked, crop, vq.downsample, rng);
+    const corners = tf.slice(picked, [0, 0, 0, 0], [-1, 1, 1, 3]) as tf.Tensor4D;
     picked.dispose();
+    return { batch, corners };
+  };
+  const weightsOf = (batch: tf.Tensor4D, corners: tf.Tensor4D): tf.Tensor4D | undefined =>
+    o.objectWeight === 1 ? undefined : tf.tidy(() => {
+      const far = tf.greater(tf.max(tf.abs(tf.sub(batch, corners)), 3, true), 0.1);
+      return tf.add(1, tf.mul(tf.cast(far, 'float32'), o.objectWeight - 1)) as tf.Tensor4D;
+    });
+  for (let step = 0; step < o.aeSteps; step++) {
+    const { batch, corners } = pickBatch();
+    let lossValue = 0;
+    const weights = weightsOf(batch, corners);
+    const grads = tf.tidy(() => {
+      const { value, grads: g } = tf.variableGrads(() => {
+        return reconstructionError(vq.decodeLatents(l2Normalize(vq.latents(batch))), batch, o.recon, weights);
+      }, store.variables((name) => name !== vq.quantize.embedding));
+      lossValue = value.dataSync()[0];
+      return g;
+    });
+    const lr = o.lr * lrFactor(step + 1, { warmupSteps: warmup, totalSteps: o.aeSteps + 1, minLrRatio: 0.5 });
+    opt.step(store, new Map(store.list().filter((p) => grads[store.get(p.name).name]).map((p) => [p.name, grads[store.get(p.name).name]])), lr);
+    tf.dispose(grads);
+    tf.dispose([batch, corners, ...(weights ? [weights] : [])]);
+    recent = step === 0 ? lossValue : 0.9 * recent + 0.1 * lossValue;
+    if ((step + 1) % 50 === 0 || step + 1 === o.aeSteps) o.log(`train-vq: autoencoder step ${step + 1}/${o.aeSteps}: recon ${recent.toFixed(4)}`);
+  }
+  if (o.aeSteps > 0) {
+    // k-means over the latents of every training image sets the codebook the quantised phase starts from.
+    const parts: Float32Array[] = [];
+    for (let i = 0; i < train.length; i += 64) {
+      const z = tf.tidy(() => l2Normalize(vq.latents(tf.slice(trainPixels, [i, 0, 0, 0], [Math.min(64, train.length - i), -1, -1, -1]) as tf.Tensor4D)));
+      parts.push((await z.data()) as Float32Array);
+      z.dispose();
+    }
+    const all = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      all.set(p, off);
+      off += p.length;
+    }
+    const cent = sphericalKMeans(all, cfg.vq.codebookDim, codebook, rng);
+    store.setValue(vq.quantize.embedding, cent);
+    const e = await evaluateVQ(vq, heldPixels, heldScenes, codebook);
+    o.log(`train-vq: codebook from k-means over ${all.length / cfg.vq.codebookDim} latents: held-out mse ${e.mse.toFixed(4)}, ${e.codesUsed} codes, scene match ${(e.sceneMatch * 100).toFixed(1)}%`);
+  }
+  for (let step = 0; step < o.steps; step++) {
+    const { batch, corners } = pickBatch();
+    const weights = weightsOf(batch, corners);
     let lossValue = 0;
     const grads = tf.tidy(() => {
       const { value, grads: g } = tf.variableGrads(() => {
-        const r = vq.lossAndIds(batch);
+        const r = vq.lossAndIds(batch, { recon: o.recon, pixelWeights: weights });
         for (const id of r.ids.dataSync()) counts[id]++;
         return r.loss;
       }, vars);
@@ -186,19 +324,29 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
     const lr = o.lr * lrFactor(step + 1, { warmupSteps: warmup, totalSteps: o.steps + 1, minLrRatio: 0.1 });
     opt.step(store, new Map(store.list().map((p) => [p.name, grads[store.get(p.name).name]])), lr);
     tf.dispose(grads);
-    if (o.reviveEvery > 0 && (step + 1) % o.reviveEvery === 0 && step + 1 < o.steps * 0.8) {
+    if (o.reviveEvery > 0 && (step + 1) % o.reviveEvery === 0 && step + 1 <= o.steps / 2) {
       const z = tf.tidy(() => tf.reshape(vq.latents(batch), [-1, cfg.vq.codebookDim]) as tf.Tensor2D);
       revived += vq.quantize.reviveDeadCodes(counts, z, (m) => Math.floor(rng() * m));
       z.dispose();
       counts.fill(0);
     }
-    batch.dispose();
+    tf.dispose([batch, corners, ...(weights ? [weights] : [])]);
     recent = step === 0 ? lossValue : 0.9 * recent + 0.1 * lossValue;
     o.onStep?.(step + 1, recent);
+    if (o.evalEvery > 0 && (step + 1) % o.evalEvery === 0 && step + 1 < o.steps) {
+      const e = await evaluateVQ(vq, heldPixels, heldScenes, codebook);
+      o.log(`train-vq: step ${step + 1}: loss ${recent.toFixed(4)}, held-out mse ${e.mse.toFixed(4)}, ${e.codesUsed} codes (perplexity ${e.perplexity.toFixed(1)}), scene match ${(e.sceneMatch * 100).toFixed(1)}%, lr ${lr.toExponential(2)}`);
+    }
   }
   const after = await evaluateVQ(vq, heldPixels, heldScenes, codebook);
   o.log(`train-vq: after ${o.steps} steps: mse ${after.mse.toFixed(4)}, ${after.codesUsed}/${codebook} codes (perplexity ${after.perplexity.toFixed(1)}), scene match ${(after.sceneMatch * 100).toFixed(1)}%, ${revived} dead codes restarted`);
-  tf.dispose([trainPixels, heldPixels]);
+  // Originals over reconstructions, for the eye (the README shows it).
+  const show = tf.tidy(() => tf.slice(heldPixels, [0, 0, 0, 0], [Math.min(8, held.length), -1, -1, -1]) as tf.Tensor4D);
+  const recon = tf.tidy(() => vq.decode(vq.encode(show)));
+  const both = tf.concat([show, recon], 0) as tf.Tensor4D;
+  fs.mkdirSync(o.out, { recursive: true });
+  fs.writeFileSync(path.join(o.out, 'reconstructions.png'), await imageGrid(both, show.shape[0]));
+  tf.dispose([show, recon, both, trainPixels, heldPixels]);
 
   fs.mkdirSync(o.out, { recursive: true });
   const specs = store.list().filter((s) => s.name.startsWith(VQ_PREFIX));
@@ -209,9 +357,9 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
   })), { dtype: o.dtype });
   writeHfConfig(path.join(o.out, 'config.json'), cfg);
   const seconds = (Date.now() - t0) / 1000;
-  const facts = { kind: 'vq-tokenizer', data: o.data, steps: o.steps, batch: o.batch, lr: o.lr, crop, images: train.length, heldout: held.length, seed: o.seed, dtype: o.dtype, revived, before, after, seconds };
+  const facts = { kind: 'vq-tokenizer', data: o.data, recon: o.recon, aeSteps: o.aeSteps, objectWeight: o.objectWeight, reviveEvery: o.reviveEvery, steps: o.steps, batch: o.batch, lr: o.lr, crop, images: train.length, heldout: held.length, seed: o.seed, dtype: o.dtype, revived, before, after, seconds };
   fs.writeFileSync(path.join(o.out, 'vq_train.json'), `${JSON.stringify(facts, null, 2)}\n`);
   store.dispose();
   opt.dispose?.();
-  return { before, after, steps: o.steps, seconds, files: ['model.safetensors', 'config.json', 'vq_train.json'] };
+  return { before, after, steps: o.steps, seconds, files: ['model.safetensors', 'config.json', 'vq_train.json', 'reconstructions.png'] };
 }
