@@ -9,6 +9,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { SafetensorsFile } from '../src/io/safetensors';
+import { sphericalKMeans } from '../src/train/vq_train';
 import { byId, byName, parseXhtml, text } from './xhtml';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -60,8 +61,9 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
 
   const vqDir = path.join(tmp, 'vq');
   const vq = cli(['train-vq', '--data', data, '--out', vqDir, '--image-size', '32', '--codebook', '64', '--base-channels', '8', '--ch-mult', '1,1,1,2',
-    '--z-channels', '8', '--norm-groups', '4', '--attn-blocks', '0', '--steps', '3', '--batch', '4', '--crop', '16', '--images', '30', '--heldout', '4', '--no-progress']);
+    '--z-channels', '8', '--norm-groups', '4', '--attn-blocks', '0', '--ae-steps', '2', '--steps', '3', '--batch', '4', '--crop', '16', '--images', '30', '--heldout', '4', '--no-progress']);
   expectOk(vq);
+  expect(vq.out).toMatch(/codebook from k-means over 480 latents/);
   expect(vq.out).toMatch(/train-vq: after 3 steps: mse [\d.]+, \d+\/64 codes/);
   const vqWeights = SafetensorsFile.open(path.join(vqDir, 'model.safetensors'));
   try {
@@ -102,6 +104,22 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
   expect(byName(byId(doc, 'curves'), 'polyline').length).toBeGreaterThan(0);
   // The base measurement is kept beside the checkpoints for resumed runs.
   expect(fs.existsSync(path.join(tmp, 'tuned', 'report-base', 'base.json'))).toBe(true);
+});
+
+test('sphericalKMeans finds well-separated clusters exactly, weighting repeated rows', () => {
+  const dirs = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [-1, 0, 0]];
+  const rows: number[] = [];
+  let s = 7;
+  const rand = () => ((s = (s * 16807) % 2147483647) / 2147483647);
+  for (let i = 0; i < 400; i++) {
+    const d = dirs[i % 4];
+    const v = d.map((x) => x + (rand() - 0.5) * 0.1);
+    const n = Math.hypot(...v);
+    rows.push(...v.map((x) => x / n));
+  }
+  const cent = sphericalKMeans(Float32Array.from(rows), 3, 4, rand);
+  const found = [0, 1, 2, 3].map((c) => Array.from(cent.slice(c * 3, c * 3 + 3)));
+  for (const d of dirs) expect(found.some((c) => c[0] * d[0] + c[1] * d[1] + c[2] * d[2] > 0.99)).toBe(true);
 });
 
 test('bad vq_pretrained and train-vq inputs are one-paragraph errors', () => {
