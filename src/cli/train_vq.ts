@@ -1,5 +1,7 @@
 /** `janus4o train-vq`: train the image tokenizer of a small config on ShapeWorld (see src/train/vq_train.ts). */
+import * as path from 'path';
 import type { CommandModule } from 'yargs';
+import { readHfConfig } from '../io/hf_config';
 import { SingleBar, Presets } from 'cli-progress';
 import { initBackend, BackendName } from '../backend';
 import { isPresetName, presetConfig } from '../model/config';
@@ -30,6 +32,7 @@ interface TrainVQArgs {
   recon: string;
   'ae-steps': number;
   'object-weight': number;
+  init?: string;
   seed: number;
   dtype: string;
   backend: string;
@@ -71,6 +74,7 @@ export const trainVQCommand: CommandModule<object, TrainVQArgs> = {
       .option('revive-every', { type: 'number', default: 100, describe: 'restart codes unused over the last N steps (first half of the run; 0: never)' })
       .option('eval-every', { type: 'number', default: 0, describe: 'log held-out figures every N steps (0: only at the end)' })
       .option('ae-steps', { type: 'number', default: 300, describe: 'plain autoencoder steps before a k-means codebook (0: straight to VQ)' })
+      .option('init', { type: 'string', describe: 'continue from this tokenizer folder (its config.json wins over the size flags)' })
       .option('object-weight', { type: 'number', default: 10, describe: 'reconstruction weight of object pixels (those unlike the corner colour); 1 = plain mean' })
       .option('recon', { type: 'string', default: 'l2', choices: ['l1', 'l2'], describe: 'reconstruction loss' })
       .option('seed', { type: 'number', default: 1, describe: 'init, order and crop seed' })
@@ -82,7 +86,7 @@ export const trainVQCommand: CommandModule<object, TrainVQArgs> = {
     await initBackend(a.backend as BackendName, log);
     const chMult = intList(a['ch-mult'], 'ch-mult');
     if (!isPresetName(a.preset)) throw new UserError(`--preset ${a.preset}: expected one of ${PRESET_NAMES.join(', ')}`);
-    const config = presetConfig(a.preset, {
+    const config = a.init ? readHfConfig(path.join(a.init, 'config.json')) : presetConfig(a.preset, {
       ...(a['image-size'] !== undefined ? { imageSize: positive(a['image-size'], 'image-size') } : {}),
       vq: {
         codebookSize: positive(a.codebook, 'codebook'),
@@ -98,7 +102,7 @@ export const trainVQCommand: CommandModule<object, TrainVQArgs> = {
     try {
       const r = await trainVQ({
         data: a.data, out: a.out, config, steps: positive(a.steps, 'steps'), batch: positive(a.batch, 'batch'), lr: positive(a.lr, 'lr', false),
-        crop: a.crop, images: positive(a.images, 'images'), heldout: positive(a.heldout, 'heldout'), reviveEvery: a['revive-every'], evalEvery: a['eval-every'], recon: a.recon as 'l1' | 'l2', aeSteps: a['ae-steps'], objectWeight: positive(a['object-weight'], 'object-weight', false), seed: a.seed,
+        crop: a.crop, images: positive(a.images, 'images'), heldout: positive(a.heldout, 'heldout'), reviveEvery: a['revive-every'], evalEvery: a['eval-every'], recon: a.recon as 'l1' | 'l2', aeSteps: a['ae-steps'], init: a.init, objectWeight: positive(a['object-weight'], 'object-weight', false), seed: a.seed,
         dtype: a.dtype as SaveDtype, log: (l) => { if (barOn) bar.stop(); barOn = false; log(l); },
         onStep: (s, loss) => {
           if (!a.progress) return;

@@ -20,7 +20,7 @@ import { JanusConfig } from '../model/config';
 import { ParamStore, checkpointShape } from '../model/params';
 import { VQModel, codebookUsage, l2Normalize, reconstructionError } from '../model/vq';
 import { writeHfConfig } from '../io/hf_config';
-import { toCheckpointLayout } from '../io/pretrained';
+import { loadIntoStore, toCheckpointLayout } from '../io/pretrained';
 import { writeSafetensors, SaveDtype } from '../io/safetensors';
 import { imageGrid, loadImage, tensorToRgb } from '../tokenizer/image';
 import { AdamW } from './optimizer';
@@ -59,6 +59,8 @@ export interface VQTrainOptions {
    * with uniform weights the colours of objects are the last thing a small tokenizer learns.
    */
   objectWeight: number;
+  /** A tokenizer folder (an earlier train-vq output) to continue from instead of a random init. */
+  init?: string;
   seed: number;
   dtype: SaveDtype;
   log: (line: string) => void;
@@ -237,6 +239,10 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
   const crop = o.crop > 0 ? Math.min(o.crop, size) : size;
   if (crop % vq.downsample !== 0) throw new UserError(`train-vq: --crop ${crop} must be a multiple of the tokenizer's downsample factor ${vq.downsample}.`);
   store.materialize(o.seed);
+  if (o.init) {
+    loadIntoStore(store, o.init);
+    o.log(`train-vq: continuing from ${o.init}`);
+  }
 
   const list = readSceneList(o.data);
   if (list.length < o.heldout + o.batch) throw new UserError(`train-vq: ${o.data} has ${list.length} images; need at least --heldout ${o.heldout} + --batch ${o.batch}.`);
@@ -357,7 +363,7 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
   })), { dtype: o.dtype });
   writeHfConfig(path.join(o.out, 'config.json'), cfg);
   const seconds = (Date.now() - t0) / 1000;
-  const facts = { kind: 'vq-tokenizer', data: o.data, recon: o.recon, aeSteps: o.aeSteps, objectWeight: o.objectWeight, reviveEvery: o.reviveEvery, steps: o.steps, batch: o.batch, lr: o.lr, crop, images: train.length, heldout: held.length, seed: o.seed, dtype: o.dtype, revived, before, after, seconds };
+  const facts = { kind: 'vq-tokenizer', init: o.init ?? null, data: o.data, recon: o.recon, aeSteps: o.aeSteps, objectWeight: o.objectWeight, reviveEvery: o.reviveEvery, steps: o.steps, batch: o.batch, lr: o.lr, crop, images: train.length, heldout: held.length, seed: o.seed, dtype: o.dtype, revived, before, after, seconds };
   fs.writeFileSync(path.join(o.out, 'vq_train.json'), `${JSON.stringify(facts, null, 2)}\n`);
   store.dispose();
   opt.dispose?.();
