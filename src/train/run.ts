@@ -144,6 +144,8 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
     log(`data: synthesising ShapeWorld into ${root} (${s.t2i} T2I + ${s.edit} edits, ${s.size} px, seed ${s.seed})`);
     await synthesize({ out: root, t2i: s.t2i, edit: s.edit, size: s.size, seed: s.seed, captionNoise: s.caption_noise });
   }
+  // The tokenizer file too: the other ranks read it as soon as they pass the barrier.
+  if (rank0 && !cfg.model.pretrained) shapeworldTokenizer(root);
   await comm?.barrier({ tag: 'data' });
   const { model, tok, tokFile } = await buildModel(cfg, root, rank0, log);
   const mcfg = model.config;
