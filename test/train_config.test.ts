@@ -53,8 +53,19 @@ describe('shipped configs', () => {
     const one = loadTrainConfig(path.join(REPO, 'configs/janus4o-1b.yaml'));
     expect(one.model.pretrained).toBe('checkpoints/Janus-Pro-1B');
     const tiny = loadTrainConfig(path.join(REPO, 'configs/tiny.yaml'));
-    expect(tiny.model.preset).toBe('tiny');
+    // The README's main command fine-tunes the shipped base model, which the repository carries.
+    expect(tiny.model.pretrained).toBe('checkpoints/pretrained/janus-tiny-base');
     expect(tiny.data).toMatchObject({ kind: 'shapeworld', root: 'data/shapeworld-64' });
+    expect(tiny.report.enabled).toBe(true);
+    const full = loadTrainConfig(path.join(REPO, 'configs/tiny-full.yaml'));
+    expect(full.model.pretrained).toBe('checkpoints/pretrained/janus-tiny-base');
+    const base = loadTrainConfig(path.join(REPO, 'configs/tiny-base.yaml'));
+    expect(base.model).toMatchObject({ preset: 'tiny', vq_pretrained: 'checkpoints/pretrained/shapeworld-vq' });
+    expect(base.data.synth).toMatchObject({ edit: 0, caption_noise: 0.2 });
+    for (const c of [tiny, full, base]) {
+      const folder = c.model.pretrained ?? c.model.vq_pretrained;
+      expect(fs.existsSync(path.join(REPO, folder!, 'config.json'))).toBe(true);
+    }
   });
 
   test('defaults are the recipe, so a minimal file resolves to it', () => {
@@ -118,7 +129,9 @@ describe('config errors name the key path and the file, in one paragraph', () =>
     fs.mkdirSync(path.join(tmp, 'data/ShareGPT-4o-Image'), { recursive: true });
     expect(() => checkConfigPaths(c, file, tmp)).not.toThrow();
     // ShapeWorld is synthesised when missing, unless told not to.
-    const tiny = loadTrainConfig(path.join(REPO, 'configs/tiny.yaml'));
+    const shipped = loadTrainConfig(path.join(REPO, 'configs/tiny.yaml'));
+    expect(errorOf(() => checkConfigPaths(shipped, 'tiny.yaml', tmp))).toContain('model.pretrained in tiny.yaml');
+    const tiny = { ...shipped, model: { ...shipped.model, pretrained: undefined, preset: 'tiny' as const } };
     expect(() => checkConfigPaths(tiny, 'tiny.yaml', tmp)).not.toThrow();
     const strict = { ...tiny, data: { ...tiny.data, synthesize_if_missing: false } };
     expect(errorOf(() => checkConfigPaths(strict, 'tiny.yaml', tmp))).toContain('janus4o synth --t2i 1500 --edit 1500 --size 64 --seed 1 --out data/shapeworld-64');
