@@ -202,12 +202,23 @@ export async function synthesize(options: SynthOptions): Promise<SynthResult> {
 
 /** The scene of every image, keyed by its dataset-relative path, read back from scenes.jsonl. */
 export async function readScenes(dir: string): Promise<Map<string, Scene>> {
-  const text = await fs.readFile(path.join(dir, 'scenes.jsonl'), 'utf8');
+  const file = path.join(dir, 'scenes.jsonl');
+  const text = await fs.readFile(file, 'utf8');
   const map = new Map<string, Scene>();
-  for (const line of text.split('\n')) {
-    if (line.trim() === '') continue;
-    const { image, scene } = JSON.parse(line) as { image: string; scene: Scene };
-    map.set(image, scene);
-  }
+  text.split('\n').forEach((line, i) => {
+    if (line.trim() === '') return;
+    let rec: { image?: unknown; scene?: unknown };
+    try {
+      rec = JSON.parse(line) as { image?: unknown; scene?: unknown };
+    } catch (e) {
+      throw new Error(`${file} line ${i + 1} is not JSON: ${(e as Error).message}`);
+    }
+    const { image, scene } = rec;
+    // Image paths are read relative to the dataset; one that leaves it is refused.
+    if (typeof image !== 'string' || path.isAbsolute(image) || image.split(/[\\/]/).includes('..') || typeof scene !== 'object' || scene === null) {
+      throw new Error(`${file} line ${i + 1}: expected {"image": "<path inside the dataset>", "scene": {...}}`);
+    }
+    map.set(image, scene as Scene);
+  });
   return map;
 }

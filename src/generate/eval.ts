@@ -15,7 +15,8 @@ import { GenerationRuntime, loadImagePixels } from './runtime';
 import { SamplingOptions, generateEdits, generateT2I } from './sampler';
 
 /** Order-free identity of a scene: background plus the multiset of (shape, colour, cell). */
-export function sceneKey(scene: Scene): string {
+/** A canonical key of a scene (drawn or detected): equal keys, same background and objects in any order. */
+export function sceneKey(scene: { background: string; objects: readonly { shape: string; color: string; cell: { row: number; col: number } }[] }): string {
   const objs = scene.objects.map((o) => `${o.shape}|${o.color}|${o.cell.row},${o.cell.col}`).sort();
   return `${scene.background}#${objs.join(';')}`;
 }

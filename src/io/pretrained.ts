@@ -196,6 +196,8 @@ export interface SaveOptions {
   maxShardBytes?: number;
   /** A folder whose tokenizer / processor files are copied beside the weights. */
   tokenizerFrom?: string;
+  /** Save only the parameters whose names pass (e.g. the VQ tokenizer's); default all. */
+  only?: (name: string) => boolean;
 }
 
 const OWN_WEIGHT_FILE = /^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$/;
@@ -206,7 +208,7 @@ const OWN_WEIGHT_FILE = /^model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$/
  * can never be picked up with the new index. Returns the files written.
  */
 export function savePretrained(store: ParamStore, config: JanusConfig, dir: string, opts: SaveOptions = {}): string[] {
-  const specs = store.list();
+  const specs = store.list().filter((s) => opts.only?.(s.name) ?? true);
   const tensors: TensorToWrite[] = specs.map((spec) => ({
     name: spec.name,
     shape: checkpointShape(spec),

@@ -15,13 +15,14 @@ import * as tf from '@tensorflow/tfjs-core';
 import seedrandom from 'seedrandom';
 import { UserError } from '../cli/errors';
 import { Scene } from '../data/scene';
+import { readScenes } from '../data/synth';
 import { detectScene } from '../generate/detect';
+import { sceneKey } from '../generate/eval';
 import { JanusConfig } from '../model/config';
-import { ParamStore, checkpointShape } from '../model/params';
+import { ParamStore } from '../model/params';
 import { VQModel, codebookUsage, l2Normalize, reconstructionError } from '../model/vq';
-import { writeHfConfig } from '../io/hf_config';
-import { loadIntoStore, toCheckpointLayout } from '../io/pretrained';
-import { writeSafetensors, SaveDtype } from '../io/safetensors';
+import { loadIntoStore, savePretrained } from '../io/pretrained';
+import { SaveDtype } from '../io/safetensors';
 import { imageGrid, loadImage, tensorToRgb } from '../tokenizer/image';
 import { AdamW } from './optimizer';
 import { lrFactor } from './schedule';
@@ -89,24 +90,14 @@ interface SceneImage {
   scene: Scene;
 }
 
-function readSceneList(root: string): SceneImage[] {
+async function readSceneList(root: string): Promise<SceneImage[]> {
   const file = path.join(root, 'scenes.jsonl');
   if (!fs.existsSync(file)) throw new UserError(`train-vq: ${file} not found; --data must be a ShapeWorld dataset (make one with \`janus4o synth --out ${root}\`).`);
-  const out: SceneImage[] = [];
-  fs.readFileSync(file, 'utf8').split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    let rec: SceneImage;
-    try {
-      rec = JSON.parse(line) as SceneImage;
-    } catch (e) {
-      throw new UserError(`train-vq: ${file} line ${i + 1} is not JSON: ${(e as Error).message}`);
-    }
-    if (typeof rec.image !== 'string' || rec.image.startsWith('/') || rec.image.split('/').includes('..') || typeof rec.scene !== 'object') {
-      throw new UserError(`train-vq: ${file} line ${i + 1}: expected {"image": "<relative path>", "scene": {...}}`);
-    }
-    out.push(rec);
-  });
-  return out;
+  try {
+    return [...(await readScenes(root))].map(([image, scene]) => ({ image, scene }));
+  } catch (e) {
+    throw new UserError(`train-vq: ${(e as Error).message}`);
+  }
 }
 
 async function loadBatch(root: string, items: readonly SceneImage[], size: number): Promise<tf.Tensor4D> {
@@ -115,13 +106,6 @@ async function loadBatch(root: string, items: readonly SceneImage[], size: numbe
   const all = tf.concat(parts, 0) as tf.Tensor4D;
   tf.dispose(parts);
   return all;
-}
-
-function sameScene(a: Scene, b: { background: string; objects: readonly { shape: string; color: string; cell: { row: number; col: number } }[] }): boolean {
-  const key = (o: { shape: string; color: string; cell: { row: number; col: number } }) => `${o.shape}/${o.color}/${o.cell.row},${o.cell.col}`;
-  const x = a.objects.map(key).sort().join(' ');
-  const y = b.objects.map(key).sort().join(' ');
-  return a.background === b.background && x === y;
 }
 
 export async function evaluateVQ(vq: VQModel, images: tf.Tensor4D, scenes: readonly Scene[], codebookSize: number): Promise<VQEvaluation> {
@@ -134,7 +118,7 @@ export async function evaluateVQ(vq: VQModel, images: tf.Tensor4D, scenes: reado
     const one = tf.slice(recon, [i, 0, 0, 0], [1, -1, -1, -1]);
     const rgb = tensorToRgb(one);
     one.dispose();
-    if (sameScene(scenes[i], detectScene(rgb.data, rgb.width, rgb.height))) match++;
+    if (sceneKey(scenes[i]) === sceneKey(detectScene(rgb.data, rgb.width, rgb.height))) match++;
   }
   tf.dispose([ids, recon]);
   return { mse, codesUsed: usage.used, perplexity: usage.perplexity, sceneMatch: scenes.length ? match / scenes.length : 0 };
@@ -244,7 +228,7 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
     o.log(`train-vq: continuing from ${o.init}`);
   }
 
-  const list = readSceneList(o.data);
+  const list = await readSceneList(o.data);
   if (list.length < o.heldout + o.batch) throw new UserError(`train-vq: ${o.data} has ${list.length} images; need at least --heldout ${o.heldout} + --batch ${o.batch}.`);
   // Held-out: the last images of the list; training: the first `images` of the rest.
   const held = list.slice(list.length - o.heldout);
@@ -272,25 +256,30 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
     picked.dispose();
     return { batch, corners };
   };
+  /** One AdamW step on `loss` over `params`; returns the loss value. Parameters without a gradient are left alone. */
+  const update = (loss: () => tf.Scalar, params: tf.Variable[], lr: number): number => {
+    let value = 0;
+    const grads = tf.tidy(() => {
+      const r = tf.variableGrads(loss, params);
+      value = r.value.dataSync()[0];
+      return r.grads;
+    });
+    opt.step(store, new Map(store.list().filter((p) => grads[store.get(p.name).name]).map((p) => [p.name, grads[store.get(p.name).name]])), lr);
+    tf.dispose(grads);
+    return value;
+  };
   const weightsOf = (batch: tf.Tensor4D, corners: tf.Tensor4D): tf.Tensor4D | undefined =>
     o.objectWeight === 1 ? undefined : tf.tidy(() => {
       const far = tf.greater(tf.max(tf.abs(tf.sub(batch, corners)), 3, true), 0.1);
       return tf.add(1, tf.mul(tf.cast(far, 'float32'), o.objectWeight - 1)) as tf.Tensor4D;
     });
+  // The autoencoder phase never touches the codebook.
+  const aeVars = store.variables((name) => name !== vq.quantize.embedding);
   for (let step = 0; step < o.aeSteps; step++) {
     const { batch, corners } = pickBatch();
-    let lossValue = 0;
     const weights = weightsOf(batch, corners);
-    const grads = tf.tidy(() => {
-      const { value, grads: g } = tf.variableGrads(() => {
-        return reconstructionError(vq.decodeLatents(l2Normalize(vq.latents(batch))), batch, o.recon, weights);
-      }, store.variables((name) => name !== vq.quantize.embedding));
-      lossValue = value.dataSync()[0];
-      return g;
-    });
     const lr = o.lr * lrFactor(step + 1, { warmupSteps: warmup, totalSteps: o.aeSteps + 1, minLrRatio: 0.5 });
-    opt.step(store, new Map(store.list().filter((p) => grads[store.get(p.name).name]).map((p) => [p.name, grads[store.get(p.name).name]])), lr);
-    tf.dispose(grads);
+    const lossValue = update(() => reconstructionError(vq.decodeLatents(l2Normalize(vq.latents(batch))), batch, o.recon, weights), aeVars, lr);
     tf.dispose([batch, corners, ...(weights ? [weights] : [])]);
     recent = step === 0 ? lossValue : 0.9 * recent + 0.1 * lossValue;
     if ((step + 1) % 50 === 0 || step + 1 === o.aeSteps) o.log(`train-vq: autoencoder step ${step + 1}/${o.aeSteps}: recon ${recent.toFixed(4)}`);
@@ -317,19 +306,12 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
   for (let step = 0; step < o.steps; step++) {
     const { batch, corners } = pickBatch();
     const weights = weightsOf(batch, corners);
-    let lossValue = 0;
-    const grads = tf.tidy(() => {
-      const { value, grads: g } = tf.variableGrads(() => {
-        const r = vq.lossAndIds(batch, { recon: o.recon, pixelWeights: weights });
-        for (const id of r.ids.dataSync()) counts[id]++;
-        return r.loss;
-      }, vars);
-      lossValue = value.dataSync()[0];
-      return g;
-    });
     const lr = o.lr * lrFactor(step + 1, { warmupSteps: warmup, totalSteps: o.steps + 1, minLrRatio: 0.1 });
-    opt.step(store, new Map(store.list().map((p) => [p.name, grads[store.get(p.name).name]])), lr);
-    tf.dispose(grads);
+    const lossValue = update(() => {
+      const r = vq.lossAndIds(batch, { recon: o.recon, pixelWeights: weights });
+      for (const id of r.ids.dataSync()) counts[id]++;
+      return r.loss;
+    }, vars, lr);
     if (o.reviveEvery > 0 && (step + 1) % o.reviveEvery === 0 && step + 1 <= o.steps / 2) {
       const z = tf.tidy(() => tf.reshape(vq.latents(batch), [-1, cfg.vq.codebookDim]) as tf.Tensor2D);
       revived += vq.quantize.reviveDeadCodes(counts, z, (m) => Math.floor(rng() * m));
@@ -354,18 +336,11 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
   fs.writeFileSync(path.join(o.out, 'reconstructions.png'), await imageGrid(both, show.shape[0]));
   tf.dispose([show, recon, both, trainPixels, heldPixels]);
 
-  fs.mkdirSync(o.out, { recursive: true });
-  const specs = store.list().filter((s) => s.name.startsWith(VQ_PREFIX));
-  writeSafetensors(path.join(o.out, 'model.safetensors'), specs.map((spec) => ({
-    name: spec.name,
-    shape: checkpointShape(spec),
-    values: () => toCheckpointLayout(spec, store.get(spec.name).dataSync() as Float32Array),
-  })), { dtype: o.dtype });
-  writeHfConfig(path.join(o.out, 'config.json'), cfg);
+  savePretrained(store, cfg, o.out, { dtype: o.dtype, only: (name) => name.startsWith(VQ_PREFIX) });
   const seconds = (Date.now() - t0) / 1000;
   const facts = { kind: 'vq-tokenizer', init: o.init ?? null, data: o.data, recon: o.recon, aeSteps: o.aeSteps, objectWeight: o.objectWeight, reviveEvery: o.reviveEvery, steps: o.steps, batch: o.batch, lr: o.lr, crop, images: train.length, heldout: held.length, seed: o.seed, dtype: o.dtype, revived, before, after, seconds };
   fs.writeFileSync(path.join(o.out, 'vq_train.json'), `${JSON.stringify(facts, null, 2)}\n`);
   store.dispose();
-  opt.dispose?.();
+  opt.dispose();
   return { before, after, steps: o.steps, seconds, files: ['model.safetensors', 'config.json', 'vq_train.json', 'reconstructions.png'] };
 }
