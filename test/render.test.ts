@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import seedrandom from 'seedrandom';
-import { OBJECT_FRACTION, renderScene, renderSceneRaw, sceneSvg } from '../src/data/render';
+import { OBJECT_FRACTION, gridLayout, renderScene, renderSceneRaw, sceneSvg } from '../src/data/render';
 import { BACKGROUNDS, BACKGROUND_NAMES, COLORS, COLOR_NAMES, Cell, Scene, SHAPES, Shape } from '../src/data/scene';
 import { randomScene } from './scenes';
 
@@ -86,16 +86,16 @@ describe('renderScene', () => {
   });
 
   const expectedFill: Record<Shape, number> = { square: 1, circle: Math.PI / 4, diamond: 0.5, triangle: 0.5 };
-  test.each([64, 384])('each shape sits centred in its cell at ~60%% of the cell (%i px)', async (size) => {
-    const cellSide = size / 3;
+  test.each([64, 384])('each shape sits centred in its cell at ~75%% of the cell (%i px)', async (size) => {
+    const { margin, cell: cellSide } = gridLayout(size);
     const side = OBJECT_FRACTION * cellSide;
     for (const shape of SHAPES) {
       for (const cell of [{ row: 0, col: 0 }, { row: 1, col: 2 }, { row: 2, col: 1 }] as Cell[]) {
         const scene: Scene = { background: 'white', objects: [{ shape, color: 'purple', cell }] };
         const { data } = await renderSceneRaw(scene, size);
         const s = colourStats(data, size, COLORS.purple);
-        const cx = (cell.col + 0.5) * cellSide;
-        const cy = (cell.row + 0.5) * cellSide;
+        const cx = margin + (cell.col + 0.5) * cellSide;
+        const cy = margin + (cell.row + 0.5) * cellSide;
         expect(Math.abs((s.x0 + s.x1) / 2 - cx)).toBeLessThanOrEqual(1);
         expect(Math.abs((s.y0 + s.y1) / 2 - cy)).toBeLessThanOrEqual(1);
         expect(Math.abs(s.x1 - s.x0 - side)).toBeLessThanOrEqual(2);

@@ -7,7 +7,18 @@ import sharp from 'sharp';
 import { BACKGROUNDS, COLORS, Cell, Scene, SceneObject } from './scene';
 
 /** Object side as a fraction of the grid cell: large enough to survive 64 px, small enough to leave gaps. */
-export const OBJECT_FRACTION = 0.6;
+export const OBJECT_FRACTION = 0.75;
+
+/**
+ * Where the 3x3 grid sits in a size x size image: a margin of size/8 on every side and cells of size/4. At 64 px
+ * that is an 8 px margin and 16 px cells, so every cell is exactly 2x2 image tokens of the 8x8 tokenizer and
+ * the same object always lands on the same token pixels whichever cell it is in. The first layout (cells of
+ * size/3, edges at 21.33 px) cut objects at nine different token offsets; the tokenizer then had to spend codes
+ * on each, and the generator had to learn each, which kept shapes soft at this scale.
+ */
+export function gridLayout(size: number): { margin: number; cell: number } {
+  return { margin: size / 8, cell: size / 4 };
+}
 
 export interface RenderOptions {
   /**
@@ -35,13 +46,13 @@ function f(x: number): string {
 
 /** Centre of a grid cell in pixel coordinates of a size x size image. */
 export function cellCentre(cell: Cell, size: number): { x: number; y: number } {
-  const c = size / 3;
-  return { x: (cell.col + 0.5) * c, y: (cell.row + 0.5) * c };
+  const { margin, cell: c } = gridLayout(size);
+  return { x: margin + (cell.col + 0.5) * c, y: margin + (cell.row + 0.5) * c };
 }
 
 function objectSvg(o: SceneObject, size: number): string {
   const { x, y } = cellCentre(o.cell, size);
-  const h = (OBJECT_FRACTION * size) / 3 / 2;
+  const h = (OBJECT_FRACTION * gridLayout(size).cell) / 2;
   const fill = rgb(COLORS[o.color]);
   switch (o.shape) {
     case 'circle':

@@ -6,7 +6,7 @@
  */
 import sharp from 'sharp';
 import { BACKGROUNDS, BACKGROUND_NAMES, BackgroundName, COLORS, COLOR_NAMES, Cell, ColorName, Shape } from '../data/scene';
-import { OBJECT_FRACTION } from '../data/render';
+import { OBJECT_FRACTION, gridLayout } from '../data/render';
 
 export type DetectedShape = Shape | 'unknown';
 
@@ -190,7 +190,8 @@ export function classifyShape(fill: number, bottomMass: number, aspect: number):
 }
 
 function toCell(v: number, extent: number): 0 | 1 | 2 {
-  const i = Math.floor((v * 3) / extent);
+  const { margin, cell } = gridLayout(extent);
+  const i = Math.floor((v - margin) / cell);
   return (i < 0 ? 0 : i > 2 ? 2 : i) as 0 | 1 | 2;
 }
 
@@ -207,8 +208,8 @@ function describe(c: Component, width: number, height: number): DetectedObject {
   }
   const fill = area / (w * h);
   const bottomMass = below / area;
-  const cellW = width / 3;
-  const cellH = height / 3;
+  const cellW = gridLayout(width).cell;
+  const cellH = gridLayout(height).cell;
   // Bigger than a grid cell cannot be one ShapeWorld object, however its outline looks.
   const tooBig = w > cellW * 1.05 || h > cellH * 1.05;
   const shape = tooBig ? 'unknown' : classifyShape(fill, bottomMass, w / h);
@@ -232,7 +233,7 @@ export function detectScene(rgb: Uint8Array, width: number, height: number, opti
   const o = { ...DEFAULTS, ...options };
   const backgroundRgb = measureBackground(rgb, width, height);
   const labels = segment(rgb, width * height, backgroundRgb, o.colorThreshold);
-  const side = (OBJECT_FRACTION * Math.min(width, height)) / 3;
+  const side = OBJECT_FRACTION * gridLayout(Math.min(width, height)).cell;
   const minArea = Math.max(4, o.minAreaFraction * side * side);
   const objects = components(labels, width, height, minArea).map((c) => describe(c, width, height));
   // Reading order (row, then column) so results are stable and easy to compare by eye.
