@@ -15,7 +15,8 @@ import { JsonValue, paramStoreWeights, saveCheckpoint } from '../src/train/check
 import { AdamW } from '../src/train/optimizer';
 import { UserError, reportCliError } from '../src/cli/errors';
 import { EditArgs, runEdit } from '../src/cli/edit';
-import { EvalArgs, runEval } from '../src/cli/eval';
+import { EvalArgs, runEval, trainingSceneKeys } from '../src/cli/eval';
+import { synthesize } from '../src/data/synth';
 import { GenerateArgs, generateCommand, runGenerate } from '../src/cli/generate';
 
 let root: string;
@@ -152,6 +153,20 @@ describe('janus4o edit and eval', () => {
     expect(r.t2i.items).toHaveLength(6);
     expect(r.edit!.items).toHaveLength(7);
     expect(JSON.parse(await fs.readFile(report, 'utf8'))).toMatchObject({ suite: 'shapeeval', checkpoint: ckpt });
+  });
+
+  test('eval --train-data given twice keeps both datasets\' scenes out (one prompt set for two models)', async () => {
+    const a = path.join(root, 'train-a');
+    const b = path.join(root, 'train-b');
+    await synthesize({ out: a, t2i: 6, edit: 0, size: 32, seed: 11 });
+    await synthesize({ out: b, t2i: 6, edit: 0, size: 32, seed: 12 });
+    const ka = await trainingSceneKeys(a, ckpt, quiet);
+    const kb = await trainingSceneKeys([b], ckpt, quiet);
+    const both = await trainingSceneKeys([a, b], ckpt, quiet);
+    expect(ka.size).toBeGreaterThan(0);
+    expect(both).toEqual(new Set([...ka, ...kb]));
+    expect(both.size).toBeGreaterThan(ka.size);
+    await expect(trainingSceneKeys([a, path.join(root, 'missing')], ckpt, quiet)).rejects.toThrow(/--train-data .*missing/);
   });
 });
 

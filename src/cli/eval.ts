@@ -17,7 +17,8 @@ export interface EvalArgs extends SamplingArgs {
   cfg2: number;
   'per-category': number;
   'edits-per-category': number;
-  'train-data'?: string;
+  /** One or more datasets; their scenes together are kept out of the evaluation. */
+  'train-data'?: string | string[];
   report: string;
   batch: number;
 }
@@ -26,12 +27,17 @@ export interface EvalArgs extends SamplingArgs {
  * The training scenes to keep out of the evaluation: --train-data's scenes.jsonl, else the ShapeWorld
  * dataset the checkpoint's train_config.json names (its scenes.jsonl, or regenerated from its synth options).
  */
-export async function trainingSceneKeys(trainData: string | undefined, checkpointDir: string, log: (l: string) => void): Promise<Set<string>> {
-  if (trainData) {
-    const scenes = await readScenes(trainData).catch((e: Error) => {
-      throw new UserError(`--train-data ${trainData}: cannot read scenes.jsonl (${e.message})`);
-    });
-    return new Set([...scenes.values()].map(sceneKey));
+export async function trainingSceneKeys(trainData: string | string[] | undefined, checkpointDir: string, log: (l: string) => void): Promise<Set<string>> {
+  const roots = trainData === undefined ? [] : Array.isArray(trainData) ? trainData : [trainData];
+  if (roots.length > 0) {
+    const keys = new Set<string>();
+    for (const root of roots) {
+      const scenes = await readScenes(root).catch((e: Error) => {
+        throw new UserError(`--train-data ${root}: cannot read scenes.jsonl (${e.message})`);
+      });
+      for (const s of scenes.values()) keys.add(sceneKey(s));
+    }
+    return keys;
   }
   const file = path.join(checkpointDir, 'train_config.json');
   if (fs.existsSync(file)) {
@@ -89,7 +95,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       .option('cfg2', { type: 'number', default: 5, describe: 'w2 of the edit CFG' })
       .option('per-category', { type: 'number', default: 8, describe: 'T2I prompts per category (six categories)' })
       .option('edits-per-category', { type: 'number', default: 4, describe: 'edits per category (seven categories; 0 skips edits)' })
-      .option('train-data', { type: 'string', describe: 'ShapeWorld dataset the model was trained on (its scenes are excluded)' })
+      .option('train-data', { type: 'string', array: true, describe: 'ShapeWorld dataset(s) the model was trained on (their scenes are excluded); repeat it to compare models on one prompt set' })
       .option('report', { type: 'string', default: 'shapeeval-report.json', describe: 'where to write the full per-prompt report' })
       .option('batch', { type: 'number', default: 4, describe: 'prompts sampled together' }) as unknown as Argv<EvalArgs>,
   handler: async (a) => {
