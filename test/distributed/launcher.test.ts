@@ -83,6 +83,24 @@ test('blame goes to the worker killed from outside even when a neighbour exit ar
   expect(r.message).not.toMatch(/rank [01] /);
 });
 
+test('blame goes to the worker that failed by itself even when its exit is processed after we signalled it', () => {
+  // The order CI saw under load: rank 1 raised and exited 3, rank 2 lost its ring link, rank 0 was told to abort
+  // and exited 1 first; we SIGTERMed everyone, then rank 1's own exit (code 3) arrived.
+  const exit = (rank: number, code: number | null, signal: NodeJS.Signals | null) => ({ rank, pid: 100 + rank, code, signal });
+  const workers: WorkerRecord[] = [
+    { rank: 0, pid: 100, tail: ['worker rank 0: DistributedError [ABORTED]: rank 2 aborted the job'], exit: exit(0, 1, null), signalsSent: new Set(), exitOrder: 1 },
+    { rank: 1, pid: 101, tail: ['boom: simulated worker failure'], exit: exit(1, 3, null), signalsSent: new Set(['SIGTERM']), exitOrder: 3 },
+    { rank: 2, pid: 102, tail: ['worker rank 2: DistributedError [PEER_LOST]: ring link from rank 1'], exit: exit(2, 1, null), signalsSent: new Set(['SIGTERM']), exitOrder: 2 },
+  ];
+  const r = report(workers, null);
+  expect(r.failedRank).toBe(1);
+  expect(r.message).toMatch(/^worker rank 1 \(pid 101\) exited with code 3; its last 1 line\(s\):\n {2}\| boom/);
+  expect(r.message).toMatch(/also failed: rank 0 exited with code 1/);
+  // Interrupted by the user, an exit code after our SIGTERM is not a failure.
+  const stopped = report([{ ...workers[1], exit: exit(1, 1, null), tail: ['ok'] }], 'SIGINT');
+  expect(stopped).toMatchObject({ failedRank: null, message: 'interrupted by SIGINT; stopped all workers' });
+});
+
 test('a worker that fails by itself: launcher exits non-zero with its rank, exit code and last log lines', async () => {
   const launcher = startLauncher(3, 'fail', { TEST_FAIL_RANK: '1' });
   const res = await launcher.done;

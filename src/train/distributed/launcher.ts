@@ -235,24 +235,32 @@ function describe(e: WorkerExit): string {
 export function report(workers: WorkerRecord[], interrupted: NodeJS.Signals | null): LaunchResult {
   const exits = workers.map((w) => w.exit ?? { rank: w.rank, pid: w.pid, code: null, signal: null });
   const pids = workers.map((w) => w.pid);
-  // A worker's exit event can arrive after a neighbour's (which made us signal everyone), so "we signalled
-  // it" only excuses an exit by a signal we sent, or an exit code after we signalled.
-  const excused = (w: WorkerRecord, e: WorkerExit): boolean => w.signalsSent.size > 0 && (e.signal === null || w.signalsSent.has(e.signal));
-  const failures = workers.filter((w) => w.exit !== null && (w.exit.code !== 0 || w.exit.signal !== null) && !excused(w, w.exit));
+  // A worker's exit event can arrive after a neighbour's (which made us signal everyone), so "we signalled it"
+  // proves little. An exit by a signal we sent is never a failure. An exit code after we signalled is either
+  // the worker obeying our SIGTERM or its own failure that raced our signal: never listed as a failure, but
+  // blamed when nobody else failed on their own (exits of the ranks that only lost a peer can be processed
+  // first under load).
+  const failed = (w: WorkerRecord): boolean => w.exit !== null && (w.exit.code !== 0 || w.exit.signal !== null);
+  const byOurSignal = (w: WorkerRecord): boolean => w.exit?.signal != null && w.signalsSent.has(w.exit.signal);
+  const afterOurSignal = (w: WorkerRecord): boolean => w.exit?.signal === null && w.signalsSent.size > 0;
+  const failures = workers.filter((w) => failed(w) && !byOurSignal(w) && !afterOurSignal(w));
+  const raced = workers.filter((w) => failed(w) && afterOurSignal(w));
   if (interrupted !== null && failures.length === 0) {
     return { exitCode: 128 + (SIGNAL_CODES[interrupted] ?? 1), failedRank: null, message: `interrupted by ${interrupted}; stopped all workers`, exits, pids };
   }
-  if (failures.length === 0) return { exitCode: 0, failedRank: null, message: null, exits, pids };
-  // Exits of neighbours arrive within milliseconds of the culprit's, in no reliable order: rank a worker
-  // killed by an outside signal first, then one that failed on its own, then those that only lost a peer.
-  const severity = (w: WorkerRecord): number => (w.exit?.signal ? 0 : w.tail.some((l) => SECONDARY_FAILURE.test(l)) ? 2 : 1);
-  failures.sort((a, b) => severity(a) - severity(b) || a.exitOrder - b.exitOrder);
-  const first = failures[0];
-  const e = first.exit as WorkerExit;
-  const lines = first.tail.length > 0 ? first.tail.map((l) => `  | ${l}`).join('\n') : '  | (no output)';
-  const others = failures.slice(1).map((w) => `rank ${w.rank} ${describe(w.exit as WorkerExit)}`);
-  const message = `worker rank ${first.rank} (pid ${first.pid}) ${describe(e)}; its last ${first.tail.length} line(s):\n${lines}`
+  const secondary = (w: WorkerRecord): boolean => w.tail.some((l) => SECONDARY_FAILURE.test(l));
+  const candidates = interrupted !== null ? failures : [...failures, ...raced.filter((w) => !secondary(w))];
+  if (candidates.length === 0) return { exitCode: 0, failedRank: null, message: null, exits, pids };
+  // Rank a worker killed by an outside signal first, then one that failed on its own, then one whose own
+  // failure raced our SIGTERM, then those that only lost a peer.
+  const severity = (w: WorkerRecord): number => (w.exit?.signal ? 0 : raced.includes(w) ? 2 : secondary(w) ? 3 : 1);
+  candidates.sort((a, b) => severity(a) - severity(b) || a.exitOrder - b.exitOrder);
+  const blamed = candidates[0];
+  const e = blamed.exit as WorkerExit;
+  const lines = blamed.tail.length > 0 ? blamed.tail.map((l) => `  | ${l}`).join('\n') : '  | (no output)';
+  const others = failures.filter((w) => w !== blamed).map((w) => `rank ${w.rank} ${describe(w.exit as WorkerExit)}`);
+  const message = `worker rank ${blamed.rank} (pid ${blamed.pid}) ${describe(e)}; its last ${blamed.tail.length} line(s):\n${lines}`
     + (others.length > 0 ? `\nalso failed: ${others.join('; ')}` : '')
     + '\nstopped all other workers';
-  return { exitCode: 1, failedRank: first.rank, message, exits, pids };
+  return { exitCode: 1, failedRank: blamed.rank, message, exits, pids };
 }
