@@ -6,9 +6,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type { Argv, CommandModule } from 'yargs';
-import { readScenes } from '../data/synth';
 import { renderScene } from '../data/render';
-import { ShapeEvalReport, modelGenerator, runShapeEval, sceneKey, shapeworldTrainingScenes } from '../generate/eval';
+import { ShapeEvalReport, datasetSceneKeys, modelGenerator, runShapeEval, shapeworldTrainingScenes } from '../generate/eval';
 import { UserError } from './errors';
 import { SamplingArgs, asUserError, samplingFlags, samplingOptions, startRuntime, tokenProgress } from './generate';
 
@@ -32,10 +31,10 @@ export async function trainingSceneKeys(trainData: string | string[] | undefined
   if (roots.length > 0) {
     const keys = new Set<string>();
     for (const root of roots) {
-      const scenes = await readScenes(root).catch((e: Error) => {
+      const scenes = await datasetSceneKeys(root).catch((e: Error) => {
         throw new UserError(`--train-data ${root}: cannot read scenes.jsonl (${e.message})`);
       });
-      for (const s of scenes.values()) keys.add(sceneKey(s));
+      for (const k of scenes) keys.add(k);
     }
     return keys;
   }
@@ -44,7 +43,7 @@ export async function trainingSceneKeys(trainData: string | string[] | undefined
     const cfg = JSON.parse(fs.readFileSync(file, 'utf8')) as { data?: { kind?: string; root?: string; synth?: { seed: number; t2i: number; edit: number } } };
     const data = cfg.data;
     if (data?.kind === 'shapeworld' && data.root && fs.existsSync(path.join(data.root, 'scenes.jsonl'))) {
-      return new Set([...(await readScenes(data.root)).values()].map(sceneKey));
+      return datasetSceneKeys(data.root);
     }
     if (data?.kind === 'shapeworld' && data.synth) return shapeworldTrainingScenes(data.synth);
   }

@@ -11,14 +11,19 @@ import { EDIT_CATEGORIES, EditCategory, Summary, T2ICategory, T2IPrompt, T2I_CAT
 import { makeRng } from '../data/rng';
 import type { Scene } from '../data/scene';
 import { EditSample, makeEditSample, makeT2ISample, sampleEdit, sampleScene } from '../data/shapeworld';
+import { readScenes } from '../data/synth';
 import { GenerationRuntime, loadImagePixels } from './runtime';
 import { SamplingOptions, generateEdits, generateT2I } from './sampler';
 
-/** Order-free identity of a scene: background plus the multiset of (shape, colour, cell). */
 /** A canonical key of a scene (drawn or detected): equal keys, same background and objects in any order. */
 export function sceneKey(scene: { background: string; objects: readonly { shape: string; color: string; cell: { row: number; col: number } }[] }): string {
   const objs = scene.objects.map((o) => `${o.shape}|${o.color}|${o.cell.row},${o.cell.col}`).sort();
   return `${scene.background}#${objs.join(';')}`;
+}
+
+/** Keys of the scenes a ShapeWorld dataset folder holds, read from its scenes.jsonl. */
+export async function datasetSceneKeys(root: string): Promise<Set<string>> {
+  return new Set([...(await readScenes(root)).values()].map(sceneKey));
 }
 
 /** Keys of every scene a ShapeWorld dataset of these synth options contains (samples are pure functions of the index). */

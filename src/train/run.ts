@@ -18,6 +18,7 @@ import { synthesize } from '../data/synth';
 import { presetConfig, imageTokenCount } from '../model/config';
 import { readHfConfig } from '../io/hf_config';
 import { loadIntoStore } from '../io/pretrained';
+import { datasetSceneKeys } from '../generate/eval';
 import { loadModelFolder } from '../generate/runtime';
 import { Janus4o } from '../model/janus';
 import { loadImage } from '../tokenizer/image';
@@ -29,7 +30,7 @@ import { readDistEnv } from './distributed/env';
 import type { Communicator } from './distributed/collectives';
 import { heldoutLoss } from './evaluate';
 import { StepLog, Trainer, TrainingSet } from './trainer';
-import { BASE_DIR, Showcase, loadShowcase, saveShowcase, showcase, trainingScenes, writeRunReport } from './run_report';
+import { BASE_DIR, Showcase, loadShowcase, saveShowcase, showcase, writeRunReport } from './run_report';
 
 function formatShowcase(s: Showcase): string {
   const pct = (x: number | null) => (x === null ? "n/a" : `${(x * 100).toFixed(1)}%`);
@@ -207,7 +208,7 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
   if (before !== null) log(`held-out image-token loss before training: ${before.toFixed(4)} (${held.length} records)`);
 
   const reportOn = cfg.report.enabled && rank0;
-  const exclude = reportOn ? await trainingScenes(root) : new Set<string>();
+  const exclude = reportOn ? await datasetSceneKeys(root) : new Set<string>();
   let base: Showcase | null = null;
   if (reportOn) {
     const baseDir = path.join(cfg.checkpoint.dir, BASE_DIR);

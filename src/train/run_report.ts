@@ -8,8 +8,7 @@ import * as path from 'path';
 import sharp from 'sharp';
 import { PromptIds } from '../data/batch';
 import { renderScene } from '../data/render';
-import { readScenes } from '../data/synth';
-import { ShapeEvalReport, modelGenerator, runShapeEval, sceneKey, shapeEvalEdits } from '../generate/eval';
+import { ShapeEvalReport, modelGenerator, runShapeEval, shapeEvalEdits } from '../generate/eval';
 import { runtimeFromModel } from '../generate/runtime';
 import { Janus4o } from '../model/janus';
 import { ReportData, writeReport, WrittenReport, ShapeEvalRun } from '../report/html';
@@ -42,11 +41,6 @@ async function pngRow(pngs: readonly Buffer[]): Promise<Buffer> {
     return { input, left, top: 0 };
   });
   return sharp({ create: { width: w, height: h, channels: 3, background: { r: 255, g: 255, b: 255 } } }).composite(layers).png().toBuffer();
-}
-
-/** Keys of the scenes a ShapeWorld dataset folder holds (kept out of ShapeEval). */
-export async function trainingScenes(root: string): Promise<Set<string>> {
-  return new Set([...(await readScenes(root)).values()].map(sceneKey));
 }
 
 export async function showcase(model: Janus4o, tpl: PromptIds, vocab: number, cfg: TrainConfig, exclude: ReadonlySet<string>, log: (l: string) => void): Promise<Showcase> {
