@@ -138,3 +138,37 @@ test('bad vq_pretrained and train-vq inputs are one-paragraph errors', () => {
   expect(badCrop.code).not.toBe(0);
   expect(badCrop.out).toMatch(/--crop 12 must be a multiple of the tokenizer's downsample factor 8/);
 });
+
+test('train-vq --codes patches: one code per distinct patch, learned by the encoder; a continued run keeps that codebook', () => {
+  const data = path.join(tmp, 'patch-data');
+  expectOk(cli(['synth', '--t2i', '16', '--edit', '0', '--size', '32', '--seed', '2', '--out', data, '--no-progress']));
+  const sizes = ['--image-size', '32', '--base-channels', '8', '--ch-mult', '1,1,1,2', '--z-channels', '8', '--norm-groups', '4', '--attn-blocks', '0'];
+  const common = ['--data', data, '--codes', 'patches', '--steps', '3', '--batch', '4', '--crop', '16', '--images', '12', '--heldout', '4', '--no-progress'];
+  const first = path.join(tmp, 'vq-patches');
+  const r = cli(['train-vq', '--out', first, '--codebook', '512', ...sizes, ...common]);
+  expectOk(r);
+  const distinct = /train-vq: (\d+) distinct 8x8 patches in the training images, one code each \(codebook 512\)/.exec(r.out);
+  expect(distinct).not.toBeNull();
+  expect(Number(distinct![1])).toBeGreaterThan(4);
+  expect(r.out).not.toMatch(/autoencoder step|k-means/);
+  expect(r.out).toMatch(/after 3 steps: .*code accuracy [\d.]+%/);
+  const facts = JSON.parse(fs.readFileSync(path.join(first, 'vq_train.json'), 'utf8'));
+  expect(facts).toMatchObject({ codes: 'patches', dictionarySize: Number(distinct![1]) });
+  expect(facts.dictionaryHash).toMatch(/^[0-9a-f]{16}$/);
+  expect(facts.after.codeAccuracy).toBeGreaterThanOrEqual(0);
+
+  // Same data: the dictionary (and so the meaning of every code) is the same, so the codebook is kept.
+  const again = cli(['train-vq', '--out', path.join(tmp, 'vq-patches-2'), '--init', first, ...common]);
+  expectOk(again);
+  expect(again.out).toContain(`keeping the codebook of ${first} (same patch dictionary)`);
+  // A learned-codes tokenizer with another codebook size: everything but the codebook carries over.
+  const resized = cli(['train-vq', '--out', path.join(tmp, 'vq-patches-3'), '--init', first, '--codebook', '600', ...common]);
+  expectOk(resized);
+  expect(resized.out).toContain(`with a new codebook of 600 (was 512)`);
+  expect(resized.out).not.toContain('keeping the codebook');
+
+  const small = cli(['train-vq', '--out', path.join(tmp, 'vq-patches-4'), '--codebook', '4', ...sizes, ...common]);
+  expect(small.code).not.toBe(0);
+  expect(small.out).toMatch(/--codes patches: .*patch-data: the images hold more than 4 distinct 8x8 patches \(image \d+\); raise the codebook size or use --codes learned/);
+  expect(small.out).not.toMatch(/\n\s+at /);
+});

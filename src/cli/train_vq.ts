@@ -15,7 +15,7 @@ interface TrainVQArgs {
   out: string;
   preset: string;
   'image-size'?: number;
-  codebook: number;
+  codebook?: number;
   'base-channels': number;
   'ch-mult': string;
   'z-channels': number;
@@ -32,6 +32,7 @@ interface TrainVQArgs {
   recon: string;
   'ae-steps': number;
   'object-weight': number;
+  codes: string;
   init?: string;
   seed: number;
   dtype: string;
@@ -59,7 +60,7 @@ export const trainVQCommand: CommandModule<object, TrainVQArgs> = {
       .option('out', { type: 'string', demandOption: true, describe: 'output folder (config.json, model.safetensors, vq_train.json)' })
       .option('preset', { type: 'string', default: 'tiny', describe: 'model preset the tokenizer belongs to' })
       .option('image-size', { type: 'number', describe: 'image side in pixels (default: the preset\'s)' })
-      .option('codebook', { type: 'number', default: 256, describe: 'codebook size (image-token vocabulary of the language model)' })
+      .option('codebook', { type: 'number', describe: 'codebook size (image-token vocabulary of the language model); default 256, or with --init that tokenizer\'s (another size there keeps everything but the codebook)' })
       .option('base-channels', { type: 'number', default: 16, describe: 'channels of the first encoder level' })
       .option('ch-mult', { type: 'string', default: '1,1,2,2', describe: 'channel multipliers per level; levels - 1 = downsamplings' })
       .option('z-channels', { type: 'number', default: 32, describe: 'latent channels before quant_conv' })
@@ -74,6 +75,7 @@ export const trainVQCommand: CommandModule<object, TrainVQArgs> = {
       .option('revive-every', { type: 'number', default: 100, describe: 'restart codes unused over the last N steps (first half of the run; 0: never)' })
       .option('eval-every', { type: 'number', default: 0, describe: 'log held-out figures every N steps (0: only at the end)' })
       .option('ae-steps', { type: 'number', default: 300, describe: 'plain autoencoder steps before a k-means codebook (0: straight to VQ)' })
+      .option('codes', { type: 'string', default: 'learned', choices: ['learned', 'patches'], describe: 'learned: codes found by the quantiser; patches: one code per distinct token-sized patch of the data (ShapeWorld)' })
       .option('init', { type: 'string', describe: 'continue from this tokenizer folder (its config.json wins over the size flags)' })
       .option('object-weight', { type: 'number', default: 10, describe: 'reconstruction weight of object pixels (those unlike the corner colour); 1 = plain mean' })
       .option('recon', { type: 'string', default: 'l2', choices: ['l1', 'l2'], describe: 'reconstruction loss' })
@@ -86,10 +88,11 @@ export const trainVQCommand: CommandModule<object, TrainVQArgs> = {
     await initBackend(a.backend as BackendName, log);
     const chMult = intList(a['ch-mult'], 'ch-mult');
     if (!isPresetName(a.preset)) throw new UserError(`--preset ${a.preset}: expected one of ${PRESET_NAMES.join(', ')}`);
-    const config = a.init ? readHfConfig(path.join(a.init, 'config.json')) : presetConfig(a.preset, {
+    const initConfig = a.init ? readHfConfig(path.join(a.init, 'config.json')) : null;
+    const config = initConfig ? (a.codebook === undefined ? initConfig : { ...initConfig, vq: { ...initConfig.vq, codebookSize: positive(a.codebook, 'codebook') } }) : presetConfig(a.preset, {
       ...(a['image-size'] !== undefined ? { imageSize: positive(a['image-size'], 'image-size') } : {}),
       vq: {
-        codebookSize: positive(a.codebook, 'codebook'),
+        codebookSize: positive(a.codebook ?? 256, 'codebook'),
         baseChannels: positive(a['base-channels'], 'base-channels'),
         chMult,
         zChannels: positive(a['z-channels'], 'z-channels'),
@@ -102,7 +105,7 @@ export const trainVQCommand: CommandModule<object, TrainVQArgs> = {
     try {
       const r = await trainVQ({
         data: a.data, out: a.out, config, steps: positive(a.steps, 'steps'), batch: positive(a.batch, 'batch'), lr: positive(a.lr, 'lr', false),
-        crop: a.crop, images: positive(a.images, 'images'), heldout: positive(a.heldout, 'heldout'), reviveEvery: a['revive-every'], evalEvery: a['eval-every'], recon: a.recon as 'l1' | 'l2', aeSteps: a['ae-steps'], init: a.init, objectWeight: positive(a['object-weight'], 'object-weight', false), seed: a.seed,
+        crop: a.crop, images: positive(a.images, 'images'), heldout: positive(a.heldout, 'heldout'), reviveEvery: a['revive-every'], evalEvery: a['eval-every'], recon: a.recon as 'l1' | 'l2', aeSteps: a['ae-steps'], codes: a.codes as 'learned' | 'patches', init: a.init, objectWeight: positive(a['object-weight'], 'object-weight', false), seed: a.seed,
         dtype: a.dtype as SaveDtype, log: (l) => { if (barOn) bar.stop(); barOn = false; log(l); },
         onStep: (s, loss) => {
           if (!a.progress) return;

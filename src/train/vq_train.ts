@@ -22,9 +22,11 @@ import { JanusConfig } from '../model/config';
 import { ParamStore } from '../model/params';
 import { VQModel, codebookUsage, l2Normalize, reconstructionError } from '../model/vq';
 import { loadIntoStore, savePretrained } from '../io/pretrained';
+import { readHfConfig } from '../io/hf_config';
 import { SaveDtype } from '../io/safetensors';
 import { imageGrid, loadImage, tensorToRgb } from '../tokenizer/image';
 import { AdamW } from './optimizer';
+import { PatchDictionary, codebookFromClassMeans, cropCodes, dictionaryFingerprint, patchCodeLoss, patchCodes, recordedDictionary } from './patch_codes';
 import { lrFactor } from './schedule';
 
 export const VQ_PREFIX = 'gen_vision_model.';
@@ -60,6 +62,12 @@ export interface VQTrainOptions {
    * with uniform weights the colours of objects are the last thing a small tokenizer learns.
    */
   objectWeight: number;
+  /**
+   * 'learned': codes found by the quantiser (straight-through VQ). 'patches': one code per distinct token-sized
+   * patch of the training images (src/train/patch_codes.ts); the encoder learns to emit it (cross-entropy over
+   * cosine similarities to the codebook) and the decoder to draw it. No autoencoder phase, no code restarts.
+   */
+  codes: 'learned' | 'patches';
   /** A tokenizer folder (an earlier train-vq output) to continue from instead of a random init. */
   init?: string;
   seed: number;
@@ -75,6 +83,8 @@ export interface VQEvaluation {
   perplexity: number;
   /** Fraction of held-out images whose reconstruction the ShapeEval detector reads as exactly the drawn scene. */
   sceneMatch: number;
+  /** --codes patches: fraction of held-out tokens (of patches seen in training) encoded as their patch's code. */
+  codeAccuracy?: number;
 }
 
 export interface VQTrainResult {
@@ -108,8 +118,20 @@ async function loadBatch(root: string, items: readonly SceneImage[], size: numbe
   return all;
 }
 
-export async function evaluateVQ(vq: VQModel, images: tf.Tensor4D, scenes: readonly Scene[], codebookSize: number): Promise<VQEvaluation> {
+export async function evaluateVQ(vq: VQModel, images: tf.Tensor4D, scenes: readonly Scene[], codebookSize: number, expected?: Int32Array): Promise<VQEvaluation> {
   const ids = tf.tidy(() => vq.encode(images));
+  let codeAccuracy: number | undefined;
+  if (expected) {
+    const got = (await ids.data()) as Int32Array;
+    let hit = 0;
+    let known = 0;
+    expected.forEach((e, k) => {
+      if (e < 0) return;
+      known++;
+      if (got[k] === e) hit++;
+    });
+    codeAccuracy = known ? hit / known : 0;
+  }
   const recon = tf.tidy(() => vq.decode(ids));
   const mse = tf.tidy(() => tf.mean(tf.square(tf.sub(recon, images))).dataSync()[0]);
   const usage = codebookUsage((await ids.data()) as Int32Array, codebookSize);
@@ -121,7 +143,7 @@ export async function evaluateVQ(vq: VQModel, images: tf.Tensor4D, scenes: reado
     if (sceneKey(scenes[i]) === sceneKey(detectScene(rgb.data, rgb.width, rgb.height))) match++;
   }
   tf.dispose([ids, recon]);
-  return { mse, codesUsed: usage.used, perplexity: usage.perplexity, sceneMatch: scenes.length ? match / scenes.length : 0 };
+  return { mse, codesUsed: usage.used, perplexity: usage.perplexity, sceneMatch: scenes.length ? match / scenes.length : 0, ...(codeAccuracy !== undefined ? { codeAccuracy } : {}) };
 }
 
 /**
@@ -198,20 +220,54 @@ export function sphericalKMeans(x: Float32Array, dim: number, k: number, rng: ()
   return cent;
 }
 
-/** Random crops of `crop` px at token-aligned offsets, one per image. */
-function randomCrops(batch: tf.Tensor4D, crop: number, align: number, rng: () => number): tf.Tensor4D {
+/** Random crops of `crop` px at token-aligned offsets, one per image, and their offsets [y, x] in pixels. */
+function randomCrops(batch: tf.Tensor4D, crop: number, align: number, rng: () => number): { crops: tf.Tensor4D; offsets: [number, number][] } {
   const size = batch.shape[1];
-  if (crop >= size) return tf.clone(batch);
+  if (crop >= size) return { crops: tf.clone(batch), offsets: Array.from({ length: batch.shape[0] }, () => [0, 0]) };
   const slots = (size - crop) / align + 1;
-  return tf.tidy(() => {
+  const offsets: [number, number][] = [];
+  const crops = tf.tidy(() => {
     const parts: tf.Tensor4D[] = [];
     for (let i = 0; i < batch.shape[0]; i++) {
       const y = Math.floor(rng() * slots) * align;
       const x = Math.floor(rng() * slots) * align;
+      offsets.push([y, x]);
       parts.push(tf.slice(batch, [i, y, x, 0], [1, crop, crop, 3]));
     }
     return tf.concat(parts, 0) as tf.Tensor4D;
   });
+  return { crops, offsets };
+}
+
+/**
+ * Loads an earlier tokenizer. With another codebook size (only the config's codebook differs) everything but the
+ * codebook is kept (`--codes patches` sets the codebook from the encoder's latents). Returns whether the codebook
+ * was loaded.
+ */
+function loadInit(store: ParamStore, vq: VQModel, cfg: JanusConfig, dir: string, log: (line: string) => void): boolean {
+  const initCfg = readHfConfig(path.join(dir, 'config.json'));
+  if (initCfg.vq.codebookSize === cfg.vq.codebookSize) {
+    loadIntoStore(store, dir);
+    log(`train-vq: continuing from ${dir}`);
+    return true;
+  }
+  const other = new ParamStore();
+  new VQModel(other, initCfg);
+  try {
+    loadIntoStore(other, dir);
+    for (const spec of store.list()) {
+      if (spec.name === vq.quantize.embedding) continue;
+      store.setValue(spec.name, other.get(spec.name).dataSync() as Float32Array);
+    }
+  } finally {
+    other.dispose();
+  }
+  log(`train-vq: continuing from ${dir} with a new codebook of ${cfg.vq.codebookSize} (was ${initCfg.vq.codebookSize})`);
+  return false;
+}
+
+function codeText(e: VQEvaluation): string {
+  return e.codeAccuracy === undefined ? '' : `, code accuracy ${(e.codeAccuracy * 100).toFixed(1)}%`;
 }
 
 export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
@@ -223,10 +279,7 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
   const crop = o.crop > 0 ? Math.min(o.crop, size) : size;
   if (crop % vq.downsample !== 0) throw new UserError(`train-vq: --crop ${crop} must be a multiple of the tokenizer's downsample factor ${vq.downsample}.`);
   store.materialize(o.seed);
-  if (o.init) {
-    loadIntoStore(store, o.init);
-    o.log(`train-vq: continuing from ${o.init}`);
-  }
+  const codebookLoaded = o.init ? loadInit(store, vq, cfg, o.init, o.log) : false;
 
   const list = await readSceneList(o.data);
   if (list.length < o.heldout + o.batch) throw new UserError(`train-vq: ${o.data} has ${list.length} images; need at least --heldout ${o.heldout} + --batch ${o.batch}.`);
@@ -238,8 +291,31 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
   const heldPixels = await loadBatch(o.data, held, size);
   const heldScenes = held.map((h) => h.scene);
   const codebook = cfg.vq.codebookSize;
-  const before = await evaluateVQ(vq, heldPixels, heldScenes, codebook);
-  o.log(`train-vq: before: mse ${before.mse.toFixed(4)}, ${before.codesUsed}/${codebook} codes, scene match ${(before.sceneMatch * 100).toFixed(1)}%`);
+  const g = size / vq.downsample;
+  let trainCodes: Int32Array | undefined;
+  let heldCodes: Int32Array | undefined;
+  let dictionarySize: number | undefined;
+  let dictionaryHash: string | undefined;
+  if (o.codes === 'patches') {
+    const dict: PatchDictionary = { patch: vq.downsample, codes: new Map() };
+    try {
+      trainCodes = patchCodes(dict, (await trainPixels.data()) as Float32Array, train.length, size, true, codebook);
+    } catch (e) {
+      tf.dispose([trainPixels, heldPixels]);
+      store.dispose();
+      throw new UserError(`train-vq --codes patches: ${o.data}: ${(e as Error).message}`);
+    }
+    heldCodes = patchCodes(dict, (await heldPixels.data()) as Float32Array, held.length, size, false);
+    dictionarySize = dict.codes.size;
+    dictionaryHash = dictionaryFingerprint(dict);
+    // The codebook of --init means these codes only if it was trained on this very dictionary.
+    if (codebookLoaded && recordedDictionary(o.init) === dictionaryHash) o.log(`train-vq: keeping the codebook of ${o.init} (same patch dictionary)`);
+    else await codebookFromClassMeans(vq, store, trainPixels, trainCodes, cfg.vq.codebookDim);
+    const unseen = heldCodes.filter((c) => c < 0).length;
+    o.log(`train-vq: ${dictionarySize} distinct ${vq.downsample}x${vq.downsample} patches in the training images, one code each (codebook ${codebook}); ${unseen} of ${heldCodes.length} held-out patches unseen`);
+  }
+  const before = await evaluateVQ(vq, heldPixels, heldScenes, codebook, heldCodes);
+  o.log(`train-vq: before: mse ${before.mse.toFixed(4)}, ${before.codesUsed}/${codebook} codes, scene match ${(before.sceneMatch * 100).toFixed(1)}%${codeText(before)}`);
 
   const opt = new AdamW(store.list(), { weightDecay: 0, betas: [0.9, 0.95] });
   const warmup = Math.max(1, Math.round(o.steps * 0.05));
@@ -248,13 +324,17 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
   const counts = new Float64Array(codebook);
   let revived = 0;
   let recent = 0;
-  const pickBatch = (): { batch: tf.Tensor4D; corners: tf.Tensor4D } => {
+  const cropTokens = crop / vq.downsample;
+  const pickBatch = (): { batch: tf.Tensor4D; corners: tf.Tensor4D; targets?: Int32Array } => {
     const idx = Array.from({ length: o.batch }, () => Math.floor(rng() * train.length));
     const picked = tf.tidy(() => tf.gather(trainPixels, tf.tensor1d(idx, 'int32')) as tf.Tensor4D);
-    const batch = randomCrops(picked, crop, vq.downsample, rng);
+    const { crops: batch, offsets } = randomCrops(picked, crop, vq.downsample, rng);
     const corners = tf.slice(picked, [0, 0, 0, 0], [-1, 1, 1, 3]) as tf.Tensor4D;
     picked.dispose();
-    return { batch, corners };
+    if (!trainCodes) return { batch, corners };
+    const targets = new Int32Array(o.batch * cropTokens * cropTokens);
+    idx.forEach((image, k) => cropCodes(trainCodes!, image, g, offsets[k], cropTokens, vq.downsample, targets, k * cropTokens * cropTokens));
+    return { batch, corners, targets };
   };
   /** One AdamW step on `loss` over `params`; returns the loss value. Parameters without a gradient are left alone. */
   const update = (loss: () => tf.Scalar, params: tf.Variable[], lr: number): number => {
@@ -275,7 +355,7 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
     });
   // The autoencoder phase never touches the codebook.
   const aeVars = store.variables((name) => name !== vq.quantize.embedding);
-  for (let step = 0; step < o.aeSteps; step++) {
+  for (let step = 0; o.codes === 'learned' && step < o.aeSteps; step++) {
     const { batch, corners } = pickBatch();
     const weights = weightsOf(batch, corners);
     const lr = o.lr * lrFactor(step + 1, { warmupSteps: warmup, totalSteps: o.aeSteps + 1, minLrRatio: 0.5 });
@@ -284,7 +364,7 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
     recent = step === 0 ? lossValue : 0.9 * recent + 0.1 * lossValue;
     if ((step + 1) % 50 === 0 || step + 1 === o.aeSteps) o.log(`train-vq: autoencoder step ${step + 1}/${o.aeSteps}: recon ${recent.toFixed(4)}`);
   }
-  if (o.aeSteps > 0) {
+  if (o.codes === 'learned' && o.aeSteps > 0) {
     // k-means over the latents of every training image sets the codebook the quantised phase starts from.
     const parts: Float32Array[] = [];
     for (let i = 0; i < train.length; i += 64) {
@@ -304,15 +384,16 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
     o.log(`train-vq: codebook from k-means over ${all.length / cfg.vq.codebookDim} latents: held-out mse ${e.mse.toFixed(4)}, ${e.codesUsed} codes, scene match ${(e.sceneMatch * 100).toFixed(1)}%`);
   }
   for (let step = 0; step < o.steps; step++) {
-    const { batch, corners } = pickBatch();
+    const { batch, corners, targets } = pickBatch();
     const weights = weightsOf(batch, corners);
     const lr = o.lr * lrFactor(step + 1, { warmupSteps: warmup, totalSteps: o.steps + 1, minLrRatio: 0.1 });
     const lossValue = update(() => {
+      if (targets) return patchCodeLoss(vq, batch, targets, o.recon, weights);
       const r = vq.lossAndIds(batch, { recon: o.recon, pixelWeights: weights });
       for (const id of r.ids.dataSync()) counts[id]++;
       return r.loss;
     }, vars, lr);
-    if (o.reviveEvery > 0 && (step + 1) % o.reviveEvery === 0 && step + 1 <= o.steps / 2) {
+    if (o.codes === 'learned' && o.reviveEvery > 0 && (step + 1) % o.reviveEvery === 0 && step + 1 <= o.steps / 2) {
       const z = tf.tidy(() => tf.reshape(vq.latents(batch), [-1, cfg.vq.codebookDim]) as tf.Tensor2D);
       revived += vq.quantize.reviveDeadCodes(counts, z, (m) => Math.floor(rng() * m));
       z.dispose();
@@ -322,12 +403,12 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
     recent = step === 0 ? lossValue : 0.9 * recent + 0.1 * lossValue;
     o.onStep?.(step + 1, recent);
     if (o.evalEvery > 0 && (step + 1) % o.evalEvery === 0 && step + 1 < o.steps) {
-      const e = await evaluateVQ(vq, heldPixels, heldScenes, codebook);
-      o.log(`train-vq: step ${step + 1}: loss ${recent.toFixed(4)}, held-out mse ${e.mse.toFixed(4)}, ${e.codesUsed} codes (perplexity ${e.perplexity.toFixed(1)}), scene match ${(e.sceneMatch * 100).toFixed(1)}%, lr ${lr.toExponential(2)}`);
+      const e = await evaluateVQ(vq, heldPixels, heldScenes, codebook, heldCodes);
+      o.log(`train-vq: step ${step + 1}: loss ${recent.toFixed(4)}, held-out mse ${e.mse.toFixed(4)}, ${e.codesUsed} codes (perplexity ${e.perplexity.toFixed(1)}), scene match ${(e.sceneMatch * 100).toFixed(1)}%${codeText(e)}, lr ${lr.toExponential(2)}`);
     }
   }
-  const after = await evaluateVQ(vq, heldPixels, heldScenes, codebook);
-  o.log(`train-vq: after ${o.steps} steps: mse ${after.mse.toFixed(4)}, ${after.codesUsed}/${codebook} codes (perplexity ${after.perplexity.toFixed(1)}), scene match ${(after.sceneMatch * 100).toFixed(1)}%, ${revived} dead codes restarted`);
+  const after = await evaluateVQ(vq, heldPixels, heldScenes, codebook, heldCodes);
+  o.log(`train-vq: after ${o.steps} steps: mse ${after.mse.toFixed(4)}, ${after.codesUsed}/${codebook} codes (perplexity ${after.perplexity.toFixed(1)}), scene match ${(after.sceneMatch * 100).toFixed(1)}%${codeText(after)}, ${revived} dead codes restarted`);
   // Originals over reconstructions, for the eye (the README shows it).
   const show = tf.tidy(() => tf.slice(heldPixels, [0, 0, 0, 0], [Math.min(8, held.length), -1, -1, -1]) as tf.Tensor4D);
   const recon = tf.tidy(() => vq.decode(vq.encode(show)));
@@ -338,7 +419,7 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
 
   savePretrained(store, cfg, o.out, { dtype: o.dtype, only: (name) => name.startsWith(VQ_PREFIX) });
   const seconds = (Date.now() - t0) / 1000;
-  const facts = { kind: 'vq-tokenizer', init: o.init ?? null, data: o.data, recon: o.recon, aeSteps: o.aeSteps, objectWeight: o.objectWeight, reviveEvery: o.reviveEvery, steps: o.steps, batch: o.batch, lr: o.lr, crop, images: train.length, heldout: held.length, seed: o.seed, dtype: o.dtype, revived, before, after, seconds };
+  const facts = { kind: 'vq-tokenizer', init: o.init ?? null, data: o.data, codes: o.codes, ...(dictionarySize !== undefined ? { dictionarySize, dictionaryHash } : {}), recon: o.recon, aeSteps: o.aeSteps, objectWeight: o.objectWeight, reviveEvery: o.reviveEvery, steps: o.steps, batch: o.batch, lr: o.lr, crop, images: train.length, heldout: held.length, seed: o.seed, dtype: o.dtype, revived, before, after, seconds };
   fs.writeFileSync(path.join(o.out, 'vq_train.json'), `${JSON.stringify(facts, null, 2)}\n`);
   store.dispose();
   opt.dispose();
