@@ -1,4 +1,4 @@
-import { patchCodes, PatchDictionary } from '../src/train/patch_codes';
+import { classMeanCodebook, patchCodes, PatchDictionary } from '../src/train/patch_codes';
 
 /** Images of side 4 tiled by 2x2 patches; `tiles[i]` lists each patch's grey level (0-255), raster order. */
 function images(tiles: number[][]): Float32Array {
@@ -36,4 +36,15 @@ test('more distinct patches than the codebook holds is an error that says what t
   const dict: PatchDictionary = { patch: 2, codes: new Map() };
   expect(() => patchCodes(dict, images([[1, 2, 3, 4]]), 1, 4, true, 3)).toThrow(/more than 3 distinct 2x2 patches \(image 0\); raise the codebook size/);
   expect(() => patchCodes(dict, images([[1]]).subarray(0, 5), 1, 4, true)).toThrow(/expected 1 x 4 x 4 x 3 values/);
+});
+
+test('class-mean codebook: each used code gets the unit mean of its latents, unused codes keep their row', () => {
+  const table = Float32Array.from([9, 9, 8, 8, 7, 7]); // three codes of dim 2
+  const latents = Float32Array.from([1, 0, 0, 1, 0, -1, 0, -1]);
+  const out = classMeanCodebook(table, latents, Int32Array.from([0, 0, 2, 2]), 2);
+  expect(Array.from(out.slice(0, 2)).map((v) => v.toFixed(4))).toEqual(['0.7071', '0.7071']);
+  expect(Array.from(out.slice(2, 4))).toEqual([8, 8]);
+  expect(Array.from(out.slice(4, 6))).toEqual([0, -1]);
+  expect(Array.from(table)).toEqual([9, 9, 8, 8, 7, 7]);
+  expect(() => classMeanCodebook(table, latents, Int32Array.from([0]), 2)).toThrow(/4 latents for 1 codes/);
 });

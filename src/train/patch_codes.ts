@@ -11,7 +11,6 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
 import { VQModel, l2Normalize, reconstructionError } from '../model/vq';
-import { ParamStore } from '../model/params';
 
 /** Distinct token-sized patches numbered in order of first appearance. */
 export interface PatchDictionary {
@@ -90,24 +89,16 @@ export function recordedDictionary(dir: string | undefined): string | null {
 }
 
 /**
- * --codes patches: sets each dictionary code's codebook row to the mean direction of the encoder's latents over
- * that patch (a supervised k-means step), so training starts from the encoder's own separation of the patches.
+ * --codes patches: the codebook with each dictionary code's row set to the mean direction of the encoder's unit
+ * latents over that patch (a supervised k-means step), so training starts from the encoder's own separation of
+ * the patches. `latents` holds one `dim`-wide row per entry of `codes`; codes no patch has keep their row.
  */
-export async function codebookFromClassMeans(vq: VQModel, store: ParamStore, pixels: tf.Tensor4D, codes: Int32Array, dim: number): Promise<void> {
-  const table = (await store.get(vq.quantize.embedding).data()) as Float32Array;
+export function classMeanCodebook(table: Float32Array, latents: Float32Array, codes: Int32Array, dim: number): Float32Array {
+  if (latents.length !== codes.length * dim) throw new Error(`classMeanCodebook: ${latents.length / dim} latents for ${codes.length} codes`);
   const sums = new Float64Array(table.length);
-  const n = pixels.shape[0];
-  for (let i = 0; i < n; i += 64) {
-    const m = Math.min(64, n - i);
-    const z = tf.tidy(() => l2Normalize(vq.latents(tf.slice(pixels, [i, 0, 0, 0], [m, -1, -1, -1]) as tf.Tensor4D)));
-    const v = (await z.data()) as Float32Array;
-    z.dispose();
-    const first = i * (v.length / dim / m); // tokens per image
-    for (let k = 0; k < v.length / dim; k++) {
-      const code = codes[first + k];
-      for (let j = 0; j < dim; j++) sums[code * dim + j] += v[k * dim + j];
-    }
-  }
+  codes.forEach((code, k) => {
+    for (let j = 0; j < dim; j++) sums[code * dim + j] += latents[k * dim + j];
+  });
   const out = Float32Array.from(table);
   for (let c = 0; c < out.length / dim; c++) {
     let norm = 0;
@@ -115,7 +106,7 @@ export async function codebookFromClassMeans(vq: VQModel, store: ParamStore, pix
     if (norm === 0) continue;
     for (let j = 0; j < dim; j++) out[c * dim + j] = sums[c * dim + j] / Math.sqrt(norm);
   }
-  store.setValue(vq.quantize.embedding, out);
+  return out;
 }
 
 /** Sharpness of the code classifier: cosine similarities (in [-1, 1]) times this are the logits. */

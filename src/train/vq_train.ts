@@ -26,7 +26,7 @@ import { readHfConfig } from '../io/hf_config';
 import { SaveDtype } from '../io/safetensors';
 import { imageGrid, loadImage, tensorToRgb } from '../tokenizer/image';
 import { AdamW } from './optimizer';
-import { PatchDictionary, codebookFromClassMeans, cropCodes, dictionaryFingerprint, patchCodeLoss, patchCodes, recordedDictionary } from './patch_codes';
+import { PatchDictionary, classMeanCodebook, cropCodes, dictionaryFingerprint, patchCodeLoss, patchCodes, recordedDictionary } from './patch_codes';
 import { lrFactor } from './schedule';
 
 export const VQ_PREFIX = 'gen_vision_model.';
@@ -120,9 +120,9 @@ async function loadBatch(root: string, items: readonly SceneImage[], size: numbe
 
 export async function evaluateVQ(vq: VQModel, images: tf.Tensor4D, scenes: readonly Scene[], codebookSize: number, expected?: Int32Array): Promise<VQEvaluation> {
   const ids = tf.tidy(() => vq.encode(images));
+  const got = (await ids.data()) as Int32Array;
   let codeAccuracy: number | undefined;
   if (expected) {
-    const got = (await ids.data()) as Int32Array;
     let hit = 0;
     let known = 0;
     expected.forEach((e, k) => {
@@ -134,7 +134,7 @@ export async function evaluateVQ(vq: VQModel, images: tf.Tensor4D, scenes: reado
   }
   const recon = tf.tidy(() => vq.decode(ids));
   const mse = tf.tidy(() => tf.mean(tf.square(tf.sub(recon, images))).dataSync()[0]);
-  const usage = codebookUsage((await ids.data()) as Int32Array, codebookSize);
+  const usage = codebookUsage(got, codebookSize);
   let match = 0;
   for (let i = 0; i < scenes.length; i++) {
     const one = tf.slice(recon, [i, 0, 0, 0], [1, -1, -1, -1]);
@@ -266,6 +266,24 @@ function loadInit(store: ParamStore, vq: VQModel, cfg: JanusConfig, dir: string,
   return false;
 }
 
+/** L2-normalised encoder latents of every image, raster order per image ([n * h * w * dim]), 64 images at a time. */
+async function unitLatents(vq: VQModel, pixels: tf.Tensor4D): Promise<Float32Array> {
+  const n = pixels.shape[0];
+  const parts: Float32Array[] = [];
+  for (let i = 0; i < n; i += 64) {
+    const z = tf.tidy(() => l2Normalize(vq.latents(tf.slice(pixels, [i, 0, 0, 0], [Math.min(64, n - i), -1, -1, -1]) as tf.Tensor4D)));
+    parts.push((await z.data()) as Float32Array);
+    z.dispose();
+  }
+  const all = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    all.set(p, off);
+    off += p.length;
+  }
+  return all;
+}
+
 function codeText(e: VQEvaluation): string {
   return e.codeAccuracy === undefined ? '' : `, code accuracy ${(e.codeAccuracy * 100).toFixed(1)}%`;
 }
@@ -310,7 +328,10 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
     dictionaryHash = dictionaryFingerprint(dict);
     // The codebook of --init means these codes only if it was trained on this very dictionary.
     if (codebookLoaded && recordedDictionary(o.init) === dictionaryHash) o.log(`train-vq: keeping the codebook of ${o.init} (same patch dictionary)`);
-    else await codebookFromClassMeans(vq, store, trainPixels, trainCodes, cfg.vq.codebookDim);
+    else {
+      const table = (await store.get(vq.quantize.embedding).data()) as Float32Array;
+      store.setValue(vq.quantize.embedding, classMeanCodebook(table, await unitLatents(vq, trainPixels), trainCodes, cfg.vq.codebookDim));
+    }
     const unseen = heldCodes.filter((c) => c < 0).length;
     o.log(`train-vq: ${dictionarySize} distinct ${vq.downsample}x${vq.downsample} patches in the training images, one code each (codebook ${codebook}); ${unseen} of ${heldCodes.length} held-out patches unseen`);
   }
@@ -366,18 +387,7 @@ export async function trainVQ(o: VQTrainOptions): Promise<VQTrainResult> {
   }
   if (o.codes === 'learned' && o.aeSteps > 0) {
     // k-means over the latents of every training image sets the codebook the quantised phase starts from.
-    const parts: Float32Array[] = [];
-    for (let i = 0; i < train.length; i += 64) {
-      const z = tf.tidy(() => l2Normalize(vq.latents(tf.slice(trainPixels, [i, 0, 0, 0], [Math.min(64, train.length - i), -1, -1, -1]) as tf.Tensor4D)));
-      parts.push((await z.data()) as Float32Array);
-      z.dispose();
-    }
-    const all = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-    let off = 0;
-    for (const p of parts) {
-      all.set(p, off);
-      off += p.length;
-    }
+    const all = await unitLatents(vq, trainPixels);
     const cent = sphericalKMeans(all, cfg.vq.codebookDim, codebook, rng);
     store.setValue(vq.quantize.embedding, cent);
     const e = await evaluateVQ(vq, heldPixels, heldScenes, codebook);
