@@ -54,7 +54,7 @@ async function fullData(): Promise<ReportData> {
       date: '2025-01-02T03:04:05Z', config: { lr: 1e-4, batch: 8, textMaskProb: 0.1, imageMaskProb: 0.5, extra: { [EVIL]: true } },
     },
     steps: stepLog(),
-    heldOut: { before: 4.2, after: 3.1 },
+    heldOut: { before: 4.2, after: 3.1, conditionUse: [{ label: 'Prompt use, T2I (nats/image)', before: 0.5, after: 7.25 }] },
     shapeEval: {
       base: { t2i: base, edit: summariseEdits(EDIT_CATEGORIES.map((c) => ({ category: c, correct: false }))) },
       finetuned: { t2i: tuned, edit: summariseEdits(EDIT_CATEGORIES.map((c) => ({ category: c, correct: c !== 'move' }))) },
@@ -189,8 +189,10 @@ describe('writeReport', () => {
     expect(better.map(text)).toEqual(['+1.000', '+1.000', '+0.400']);
     // Held-out loss going down is an improvement, shown with a minus sign.
     const held = byName(byId(doc, 'heldout'), 'td');
-    expect(held.map(text)).toEqual(['4.200', '3.100', '−1.100']);
-    expect(held[2].attrs.class).toContain('better');
+    expect(held.map(text)).toEqual(['Image-token loss (nats/token)', '4.200', '3.100', '−1.100', 'Prompt use, T2I (nats/image)', '0.500', '7.250', '+6.750']);
+    expect(held[3].attrs.class).toContain('better');
+    // More nats taken from the prompt is an improvement.
+    expect(held[7].attrs.class).toContain('better');
   });
 
   it('copies path sources, removes stale assets of an earlier report, and rejects missing or non-PNG images', async () => {

@@ -101,6 +101,11 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
   for (const im of imgs) expect(fs.existsSync(path.join(path.dirname(html), im.attrs.src))).toBe(true);
   for (const id of ['facts', 'curves', 'lr', 'heldout', 'shapeeval', 'samples', 'edits']) expect(() => byId(doc, id)).not.toThrow();
   expect(text(byId(doc, 'samples'))).not.toContain('not generated');
+  // Held-out condition use, measured before and after: a number in both columns of each row.
+  const heldRows = byName(byId(doc, 'heldout'), 'tr').map((r) => byName(r, 'td').map(text)).filter((r) => r.length);
+  // (This run's 4 held-out records are edits, so the prompt row, which needs T2I records, is left out.)
+  expect(heldRows.map((r) => r[0])).toEqual(['Image-token loss (nats/token)', 'Input-image VQ block use, edits (nats/image)']);
+  for (const r of heldRows) expect(r.slice(1, 3).every((v) => /^-?\d+\.\d{3}$/.test(v))).toBe(true);
   expect(byName(byId(doc, 'curves'), 'polyline').length).toBeGreaterThan(0);
   // The base measurement is kept beside the checkpoints for resumed runs.
   expect(fs.existsSync(path.join(tmp, 'tuned', 'report-base', 'base.json'))).toBe(true);

@@ -62,7 +62,7 @@ async function train(cfg: TrainConfig, source: string, resume: string | null, al
   });
   p.stop();
   process.stdout.write(
-    `${JSON.stringify({ checkpoint: res.checkpoint, steps: res.steps, heldout_before: res.heldoutBefore, heldout_after: res.heldoutAfter, seconds: Math.round(res.seconds) })}\n`,
+    `${JSON.stringify({ checkpoint: res.checkpoint, steps: res.steps, heldout_before: res.heldoutBefore, heldout_after: res.heldoutAfter, condition_use_before: res.conditionUseBefore, condition_use_after: res.conditionUseAfter, seconds: Math.round(res.seconds) })}\n`,
   );
 }
 

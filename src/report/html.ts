@@ -51,6 +51,8 @@ export interface HeldOutLoss {
   after: number | null;
   /** What was measured, e.g. "256 held-out samples, seed 7". */
   note?: string;
+  /** Further held-out rows, e.g. how many nats per image the model takes from its prompt (higher is better). */
+  conditionUse?: readonly { label: string; before: number | null; after: number | null }[];
 }
 
 /** One model's ShapeEval results; a null suite was not run. */
@@ -243,7 +245,15 @@ function heldOutSection(h: HeldOutLoss | null | undefined): string {
   const head = '<section id="heldout"><h2>Held-out loss</h2>';
   if (!h || (h.before === null && h.after === null)) return `${head}<p class="missing">Held-out loss was not measured.</p></section>`;
   const note = h.note ? `<p class="note">${escapeXml(h.note)}</p>` : '';
-  return `${head}\n<table><thead><tr><th>Before</th><th>After</th><th>Change</th></tr></thead><tbody><tr><td class="num">${fmt(h.before)}</td><td class="num">${fmt(h.after)}</td>${delta(h.before, h.after, true)}</tr></tbody></table>${note}</section>`;
+  const use = h.conditionUse ?? [];
+  const rows = [
+    `<tr><td>Image-token loss (nats/token)</td><td class="num">${fmt(h.before)}</td><td class="num">${fmt(h.after)}</td>${delta(h.before, h.after, true)}</tr>`,
+    ...use.map((r) => `<tr><td>${escapeXml(r.label)}</td><td class="num">${fmt(r.before)}</td><td class="num">${fmt(r.after)}</td>${delta(r.before, r.after, false)}</tr>`),
+  ].join('');
+  const useNote = use.length
+    ? '<p class="note">Condition use: the held-out loss with the condition dropped (prompt replaced by pads, as in the CFG unconditional row; an edit\'s input-image VQ block replaced by pads) minus the loss with it, summed over an image. Near zero means the model ignores that condition.</p>'
+    : '';
+  return `${head}\n<table><thead><tr><th></th><th>Before</th><th>After</th><th>Change</th></tr></thead><tbody>${rows}</tbody></table>${note}${useNote}</section>`;
 }
 
 type AnySummary = Summary<T2ICategory> | Summary<EditCategory>;

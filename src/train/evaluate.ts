@@ -1,15 +1,39 @@
-/** Held-out image-token loss: no condition dropout, every target token scored, in small batches. */
+/**
+ * Held-out image-token loss (no condition dropout, every target token scored, in small batches) and condition
+ * use: the same loss with the conditions dropped the way classifier-free guidance drops them, so the difference
+ * says how many nats per image the model actually takes from its prompt and from an edit's input image. A model
+ * can reach a low held-out loss while ignoring most of its prompt (the tokens an image's own earlier tokens
+ * determine dominate the mean), so the loss alone does not show whether fine-tuning taught conditioning.
+ */
 import * as tf from '@tensorflow/tfjs-core';
-import { PromptIds, TokenSample, collate } from '../data/batch';
+import { PromptIds, Task, TokenSample, collate } from '../data/batch';
 import { makeRng } from '../data/rng';
 import { imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
 import { perPositionCE } from './step';
 
+export interface TaskLoss {
+  /** Mean cross-entropy per target token. */
+  loss: number;
+  tokens: number;
+}
+
 export interface HeldoutResult {
   loss: number;
   accuracy: number;
   tokens: number;
+  /** The loss of each task's samples; null when there were none. */
+  byTask: Record<Task, TaskLoss | null>;
+}
+
+export interface HeldoutOptions {
+  batchSize?: number;
+  /**
+   * Score every sample with its conditions dropped as in training's condition dropout: a text-to-image prompt
+   * replaced by pads (the CFG unconditional row), an edit's input-image VQ block replaced by pads (the CFG
+   * "part" row; the semantic block and the instruction stay).
+   */
+  dropConditions?: boolean;
 }
 
 export async function heldoutLoss(
@@ -17,13 +41,15 @@ export async function heldoutLoss(
   samples: readonly TokenSample[],
   tpl: PromptIds,
   sourcePixels: (s: TokenSample) => Promise<tf.Tensor3D | null>,
-  batchSize = 8,
+  opts: HeldoutOptions = {},
 ): Promise<HeldoutResult> {
+  const batchSize = opts.batchSize ?? 8;
+  const drop = opts.dropConditions ? 1 : 0;
   const n = imageTokenCount(model.config);
-  let sum = 0;
+  const sum: Record<Task, number> = { t2i: 0, edit: 0 };
+  const count: Record<Task, number> = { t2i: 0, edit: 0 };
   let correct = 0;
-  let count = 0;
-  const rng = makeRng('heldout'); // no condition dropout here: both masking probabilities are 0
+  const rng = makeRng('heldout'); // probabilities 0 or 1: the draws decide nothing
   for (let i = 0; i < samples.length; i += batchSize) {
     const chunk = samples.slice(i, i + batchSize);
     const pix: tf.Tensor3D[] = [];
@@ -36,7 +62,7 @@ export async function heldoutLoss(
         return { ...s, sourceImage: pix.length - 1 };
       }),
     );
-    const batch = collate(withIdx, tpl, n, { textMaskProb: 0, imageMaskProb: 0, lossAlignment: 'full' }, () => rng);
+    const batch = collate(withIdx, tpl, n, { textMaskProb: drop, imageMaskProb: drop, lossAlignment: 'full' }, () => rng);
     const [ceV, predV] = tf.tidy(() => {
       const pixels = pix.length ? (tf.stack(pix) as tf.Tensor4D) : null;
       const features = batch.featurePositions.length ? model.imageFeatures(pixels!, batch.featureImages) : undefined;
@@ -54,10 +80,46 @@ export async function heldoutLoss(
     });
     tf.dispose(pix);
     for (let k = 0; k < ceV.length; k++) {
-      sum += ceV[k];
+      const task = batch.lossTasks[k];
+      sum[task] += ceV[k];
+      count[task] += 1;
       if (predV[k] === batch.lossTargets[k]) correct++;
     }
-    count += ceV.length;
   }
-  return { loss: sum / count, accuracy: correct / count, tokens: count };
+  const total = count.t2i + count.edit;
+  const of = (t: Task): TaskLoss | null => (count[t] ? { loss: sum[t] / count[t], tokens: count[t] } : null);
+  return { loss: (sum.t2i + sum.edit) / total, accuracy: correct / total, tokens: total, byTask: { t2i: of('t2i'), edit: of('edit') } };
+}
+
+/** Nats per image the model takes from each condition (loss with it dropped minus loss with it); null: no such samples. */
+export interface ConditionUse {
+  /** Text-to-image samples: the prompt. */
+  prompt: number | null;
+  /** Edit samples: the input image's VQ block (X). */
+  inputImageTokens: number | null;
+}
+
+export async function conditionUse(
+  model: Janus4o,
+  samples: readonly TokenSample[],
+  tpl: PromptIds,
+  sourcePixels: (s: TokenSample) => Promise<tf.Tensor3D | null>,
+): Promise<{ heldout: HeldoutResult; use: ConditionUse }> {
+  const heldout = await heldoutLoss(model, samples, tpl, sourcePixels);
+  const dropped = await heldoutLoss(model, samples, tpl, sourcePixels, { dropConditions: true });
+  const n = imageTokenCount(model.config);
+  const gain = (t: Task): number | null => {
+    const own = heldout.byTask[t];
+    const without = dropped.byTask[t];
+    return own && without ? (without.loss - own.loss) * n : null;
+  };
+  return { heldout, use: { prompt: gain('t2i'), inputImageTokens: gain('edit') } };
+}
+
+/** "prompt 12.3 nats/image, input-image tokens 4.5 nats/image" (the parts that were measured). */
+export function formatConditionUse(u: ConditionUse): string {
+  const parts: string[] = [];
+  if (u.prompt !== null) parts.push(`prompt ${u.prompt.toFixed(2)} nats/image (T2I)`);
+  if (u.inputImageTokens !== null) parts.push(`input-image VQ block ${u.inputImageTokens.toFixed(2)} nats/image (edits)`);
+  return parts.join(', ');
 }

@@ -28,7 +28,7 @@ import { TrainConfig, checkConfigPaths, configHash } from './config';
 import { initDistributed } from './distributed/init';
 import { readDistEnv } from './distributed/env';
 import type { Communicator } from './distributed/collectives';
-import { heldoutLoss } from './evaluate';
+import { ConditionUse, conditionUse, formatConditionUse } from './evaluate';
 import { StepLog, Trainer, TrainingSet } from './trainer';
 import { BASE_DIR, Showcase, loadShowcase, saveShowcase, showcase, writeRunReport } from './run_report';
 
@@ -55,6 +55,9 @@ export interface RunResult {
   steps: number;
   heldoutBefore: number | null;
   heldoutAfter: number | null;
+  /** Nats per image taken from the prompt / the edit input's VQ block, on the held-out records (null: not measured). */
+  conditionUseBefore: ConditionUse | null;
+  conditionUseAfter: ConditionUse | null;
   seconds: number;
 }
 
@@ -204,8 +207,13 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
 
   const held = heldIdx.map(sampleOf);
   const heldPixels = async (s: TokenSample) => (pathOf.has(s) ? pixelsOf(pathOf.get(s)!) : null);
-  const before = held.length && !resumeFrom && rank0 ? (await heldoutLoss(model, held, tpl, heldPixels)).loss : null;
-  if (before !== null) log(`held-out image-token loss before training: ${before.toFixed(4)} (${held.length} records)`);
+  const measure = async () => {
+    const { heldout, use } = await conditionUse(model, held, tpl, heldPixels);
+    return { loss: heldout.loss, use };
+  };
+  const start = held.length && !resumeFrom && rank0 ? await measure() : null;
+  const before = start?.loss ?? null;
+  if (start) log(`held-out image-token loss before training: ${start.loss.toFixed(4)} (${held.length} records); condition use: ${formatConditionUse(start.use)}`);
 
   const reportOn = cfg.report.enabled && rank0;
   const exclude = reportOn ? await datasetSceneKeys(root) : new Set<string>();
@@ -239,8 +247,12 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
     process.off('SIGINT', sigint);
     process.off('SIGTERM', sigterm);
   }
-  const after = held.length && rank0 ? (await heldoutLoss(model, held, tpl, heldPixels)).loss : null;
-  if (after !== null) log(`held-out image-token loss after step ${trainer.step}: ${after.toFixed(4)}${before !== null ? ` (${(((before - after) / before) * 100).toFixed(1)}% lower)` : ''}`);
+  const end = held.length && rank0 ? await measure() : null;
+  const after = end?.loss ?? null;
+  if (end) {
+    log(`held-out image-token loss after step ${trainer.step}: ${end.loss.toFixed(4)}${before !== null ? ` (${(((before - end.loss) / before) * 100).toFixed(1)}% lower)` : ''}`);
+    log(`condition use after step ${trainer.step}: ${formatConditionUse(end.use)}`);
+  }
   const latest = await findLatestCheckpoint(cfg.checkpoint.dir);
   if (reportOn && !stop.requested && !(o.shouldStop?.() ?? false)) {
     log('report: measuring the trained model');
@@ -255,9 +267,11 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
       heldoutBefore: before,
       heldoutAfter: after,
       heldoutNote: `${held.length} held-out records of ${cfg.data.root}`,
+      conditionUseBefore: start?.use ?? null,
+      conditionUseAfter: end?.use ?? null,
     });
     log(`report: ${path.resolve(written.html)}`);
   }
   model.dispose();
-  return { checkpoint: latest, steps, heldoutBefore: before, heldoutAfter: after, seconds: (Date.now() - t0) / 1000 };
+  return { checkpoint: latest, steps, heldoutBefore: before, heldoutAfter: after, conditionUseBefore: start?.use ?? null, conditionUseAfter: end?.use ?? null, seconds: (Date.now() - t0) / 1000 };
 }

@@ -13,6 +13,7 @@ import { runtimeFromModel } from '../generate/runtime';
 import { Janus4o } from '../model/janus';
 import { ReportData, writeReport, WrittenReport, ShapeEvalRun } from '../report/html';
 import { readStepLog } from '../report/steplog';
+import { ConditionUse } from './evaluate';
 import { atomicWriteFile } from './atomic';
 import { TrainConfig } from './config';
 
@@ -121,6 +122,8 @@ export interface RunSummary {
   heldoutBefore: number | null;
   heldoutAfter: number | null;
   heldoutNote: string;
+  conditionUseBefore: ConditionUse | null;
+  conditionUseAfter: ConditionUse | null;
 }
 
 export async function writeRunReport(cfg: TrainConfig, base: Showcase | null, tuned: Showcase, run: RunSummary): Promise<WrittenReport> {
@@ -149,7 +152,15 @@ export async function writeRunReport(cfg: TrainConfig, base: Showcase | null, tu
       checkpoint: run.checkpoint ?? undefined,
     },
     steps,
-    heldOut: { before: run.heldoutBefore, after: run.heldoutAfter, note: run.heldoutNote },
+    heldOut: {
+      before: run.heldoutBefore,
+      after: run.heldoutAfter,
+      note: run.heldoutNote,
+      conditionUse: [
+        { label: 'Prompt use, T2I (nats/image)', before: run.conditionUseBefore?.prompt ?? null, after: run.conditionUseAfter?.prompt ?? null },
+        { label: 'Input-image VQ block use, edits (nats/image)', before: run.conditionUseBefore?.inputImageTokens ?? null, after: run.conditionUseAfter?.inputImageTokens ?? null },
+      ].filter((r) => r.before !== null || r.after !== null),
+    },
     shapeEval: {
       base: base?.shapeEval ?? null,
       finetuned: tuned.shapeEval,
