@@ -251,7 +251,7 @@ function heldOutSection(h: HeldOutLoss | null | undefined): string {
     ...use.map((r) => `<tr><td>${escapeXml(r.label)}</td><td class="num">${fmt(r.before)}</td><td class="num">${fmt(r.after)}</td>${delta(r.before, r.after, false)}</tr>`),
   ].join('');
   const useNote = use.length
-    ? '<p class="note">Condition use: the held-out loss with the condition dropped (prompt replaced by pads, as in the CFG unconditional row; an edit\'s input-image VQ block replaced by pads) minus the loss with it, summed over an image. Near zero means the model ignores that condition.</p>'
+    ? '<p class="note">Condition use: the held-out loss with the condition dropped (prompt replaced by pads, as in the CFG unconditional row; an edit\'s input-image VQ block replaced by pads) minus the loss with it, summed over an image. Near zero means the model ignores that condition; below zero, it does worse with it than without (a base that never saw an edit).</p>'
     : '';
   return `${head}\n<table><thead><tr><th></th><th>Before</th><th>After</th><th>Change</th></tr></thead><tbody>${rows}</tbody></table>${note}${useNote}</section>`;
 }

@@ -169,7 +169,9 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
   });
   await comm?.barrier({ tag: 'shards' });
   const all = ShardDataset.load(shardDir, root);
-  // Held-out records: the last `heldout` of the dataset order (the synthetic teacher's order is random).
+  // Held-out records: the last `heldout` of the dataset order. The order of records within a task is random, but a
+  // ShareGPT-4o-Image folder lists text-to-image before edits, so on mixed data these are edits (and condition use
+  // then reports the input image's VQ block only). Kept so the shipped configs still reproduce their models.
   const heldN = Math.min(cfg.data.heldout, Math.floor(all.size / 2));
   const trainIdx = Array.from({ length: all.size - heldN }, (_, i) => i);
   const heldIdx = Array.from({ length: heldN }, (_, i) => all.size - heldN + i);
