@@ -120,6 +120,17 @@ export function decodeInto(src: Uint8Array, dtype: StoredDtype, count: number, o
   }
 }
 
+/** The parts end to end in one new array (a tensor read in pieces: shards of a checkpoint, chunks of a batch). */
+export function concatFloat32(parts: readonly Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /** float32 -> bfloat16 bits, round to nearest even; NaN stays a (quiet) NaN. */
 export function toBf16Bits(x: Float32Array): Uint16Array {
   const u32 = new Uint32Array(x.buffer, x.byteOffset, x.length);

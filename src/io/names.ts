@@ -6,7 +6,7 @@
  * reports every missing, unexpected and wrongly shaped tensor in one error.
  */
 import { ParamSpec, checkpointShape } from '../model/params';
-import { TensorInfo, TensorSource } from './dtypes';
+import { TensorInfo, TensorSource, concatFloat32 } from './dtypes';
 import { TensorToWrite } from './safetensors';
 
 export type CheckpointNaming = 'janus' | 'transformers';
@@ -163,14 +163,7 @@ export function janusView(src: TensorSource): TensorSource {
       const g = groups.get(name);
       if (!g) throw new Error(`checkpoint has no tensor "${name}"`);
       if (g.parts.length === 1) return src.read(g.parts[0]);
-      const parts = g.parts.map((p) => src.read(p));
-      const out = new Float32Array(parts.reduce((s, p) => s + p.length, 0));
-      let at = 0;
-      for (const p of parts) {
-        out.set(p, at);
-        at += p.length;
-      }
-      return out;
+      return concatFloat32(g.parts.map((p) => src.read(p)));
     },
     close: () => src.close(),
   };

@@ -24,6 +24,7 @@ import { VQModel, codebookUsage, l2Normalize, reconstructionError } from '../mod
 import { loadIntoStore, savePretrained } from '../io/pretrained';
 import { readHfConfig } from '../io/hf_config';
 import { SaveDtype } from '../io/safetensors';
+import { concatFloat32 } from '../io/dtypes';
 import { imageGrid, loadImage, tensorToRgb } from '../tokenizer/image';
 import { AdamW } from './optimizer';
 import { PatchDictionary, classMeanCodebook, cropCodes, dictionaryFingerprint, patchCodeLoss, patchCodes, recordedDictionary } from './patch_codes';
@@ -275,13 +276,7 @@ async function unitLatents(vq: VQModel, pixels: tf.Tensor4D): Promise<Float32Arr
     parts.push((await z.data()) as Float32Array);
     z.dispose();
   }
-  const all = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    all.set(p, off);
-    off += p.length;
-  }
-  return all;
+  return concatFloat32(parts);
 }
 
 function codeText(e: VQEvaluation): string {
