@@ -12,6 +12,9 @@ import { imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
 import { perPositionCE } from './step';
 
+/** Held-out samples scored per forward. */
+const HELDOUT_BATCH = 8;
+
 export interface TaskLoss {
   /** Mean cross-entropy per target token. */
   loss: number;
@@ -43,12 +46,21 @@ export async function heldoutLoss(
   sourcePixels: (s: TokenSample) => Promise<tf.Tensor3D | null>,
   opts: HeldoutOptions = {},
 ): Promise<HeldoutResult> {
-  const batchSize = opts.batchSize ?? 8;
-  const drop = opts.dropConditions ? 1 : 0;
+  const [result] = await heldoutPasses(model, samples, tpl, sourcePixels, [opts.dropConditions ?? false], opts.batchSize ?? HELDOUT_BATCH);
+  return result;
+}
+
+/** One held-out pass per entry of `drops` (conditions kept / dropped), reading each edit's source image once. */
+async function heldoutPasses(
+  model: Janus4o,
+  samples: readonly TokenSample[],
+  tpl: PromptIds,
+  sourcePixels: (s: TokenSample) => Promise<tf.Tensor3D | null>,
+  drops: readonly boolean[],
+  batchSize: number,
+): Promise<HeldoutResult[]> {
   const n = imageTokenCount(model.config);
-  const sum: Record<Task, number> = { t2i: 0, edit: 0 };
-  const count: Record<Task, number> = { t2i: 0, edit: 0 };
-  let correct = 0;
+  const tally = drops.map(() => ({ sum: { t2i: 0, edit: 0 } as Record<Task, number>, count: { t2i: 0, edit: 0 } as Record<Task, number>, correct: 0 }));
   const rng = makeRng('heldout'); // probabilities 0 or 1: the draws decide nothing
   for (let i = 0; i < samples.length; i += batchSize) {
     const chunk = samples.slice(i, i + batchSize);
@@ -62,33 +74,39 @@ export async function heldoutLoss(
         return { ...s, sourceImage: pix.length - 1 };
       }),
     );
-    const batch = collate(withIdx, tpl, n, { textMaskProb: drop, imageMaskProb: drop, lossAlignment: 'full' }, () => rng);
-    const [ceV, predV] = tf.tidy(() => {
-      const pixels = pix.length ? (tf.stack(pix) as tf.Tensor4D) : null;
-      const features = batch.featurePositions.length ? model.imageFeatures(pixels!, batch.featureImages) : undefined;
-      const logits = model.forward(
-        {
-          textIds: batch.textIds,
-          attentionMask: batch.attentionMask,
-          genTokens: { positions: batch.genPositions, ids: batch.genIds },
-          imageEmbeds: features ? { positions: batch.featurePositions, embeds: features } : undefined,
-        },
-        { imageLogitsAt: batch.lossPositions },
-      ).imageLogits!;
-      const t = tf.tensor1d(batch.lossTargets, 'int32');
-      return [perPositionCE(logits, t).dataSync(), tf.argMax(logits, 1).dataSync()];
+    drops.forEach((dropped, v) => {
+      const drop = dropped ? 1 : 0;
+      const batch = collate(withIdx, tpl, n, { textMaskProb: drop, imageMaskProb: drop, lossAlignment: 'full' }, () => rng);
+      const [ceV, predV] = tf.tidy(() => {
+        const pixels = pix.length ? (tf.stack(pix) as tf.Tensor4D) : null;
+        const features = batch.featurePositions.length ? model.imageFeatures(pixels!, batch.featureImages) : undefined;
+        const logits = model.forward(
+          {
+            textIds: batch.textIds,
+            attentionMask: batch.attentionMask,
+            genTokens: { positions: batch.genPositions, ids: batch.genIds },
+            imageEmbeds: features ? { positions: batch.featurePositions, embeds: features } : undefined,
+          },
+          { imageLogitsAt: batch.lossPositions },
+        ).imageLogits!;
+        const t = tf.tensor1d(batch.lossTargets, 'int32');
+        return [perPositionCE(logits, t).dataSync(), tf.argMax(logits, 1).dataSync()];
+      });
+      const t = tally[v];
+      for (let k = 0; k < ceV.length; k++) {
+        const task = batch.lossTasks[k];
+        t.sum[task] += ceV[k];
+        t.count[task] += 1;
+        if (predV[k] === batch.lossTargets[k]) t.correct++;
+      }
     });
     tf.dispose(pix);
-    for (let k = 0; k < ceV.length; k++) {
-      const task = batch.lossTasks[k];
-      sum[task] += ceV[k];
-      count[task] += 1;
-      if (predV[k] === batch.lossTargets[k]) correct++;
-    }
   }
-  const total = count.t2i + count.edit;
-  const of = (t: Task): TaskLoss | null => (count[t] ? { loss: sum[t] / count[t], tokens: count[t] } : null);
-  return { loss: (sum.t2i + sum.edit) / total, accuracy: correct / total, tokens: total, byTask: { t2i: of('t2i'), edit: of('edit') } };
+  return tally.map(({ sum, count, correct }) => {
+    const total = count.t2i + count.edit;
+    const of = (t: Task): TaskLoss | null => (count[t] ? { loss: sum[t] / count[t], tokens: count[t] } : null);
+    return { loss: (sum.t2i + sum.edit) / total, accuracy: correct / total, tokens: total, byTask: { t2i: of('t2i'), edit: of('edit') } };
+  });
 }
 
 /** Nats per image the model takes from each condition (loss with it dropped minus loss with it); null: no such samples. */
@@ -105,8 +123,7 @@ export async function conditionUse(
   tpl: PromptIds,
   sourcePixels: (s: TokenSample) => Promise<tf.Tensor3D | null>,
 ): Promise<{ heldout: HeldoutResult; use: ConditionUse }> {
-  const heldout = await heldoutLoss(model, samples, tpl, sourcePixels);
-  const dropped = await heldoutLoss(model, samples, tpl, sourcePixels, { dropConditions: true });
+  const [heldout, dropped] = await heldoutPasses(model, samples, tpl, sourcePixels, [false, true], HELDOUT_BATCH);
   const n = imageTokenCount(model.config);
   const gain = (t: Task): number | null => {
     const own = heldout.byTask[t];
