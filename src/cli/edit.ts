@@ -45,7 +45,8 @@ export async function runEdit(a: EditArgs, log: (line: string) => void = (l) => 
   try {
     const cfg = runtime.model.config;
     try {
-      checkPositionBudget(cfg, runtime.templates.editPrefix(a.prompt, imageTokenCount(cfg)).ids.length, 'the edit instruction with its two image blocks');
+      const prefix = runtime.templates.editPrefix(a.prompt, imageTokenCount(cfg));
+      checkPositionBudget(cfg, prefix.positions ?? prefix.ids.length, 'the edit instruction with its two image blocks');
     } catch (e) {
       throw asUserError(e);
     }

@@ -7,6 +7,7 @@
  * the model is trained to see when a condition is dropped is exactly what sampling feeds it.
  */
 import { Rng } from './rng';
+import { ImagePositions, followingImagePositions } from '../model/positions';
 import { uncondIds } from '../tokenizer/template';
 
 export { uncondIds };
@@ -16,8 +17,18 @@ export interface PromptIds {
   /** `[BOS, ..."<|User|>: {prompt}\n\n<|Assistant|>:", BOI]`. */
   t2iPrefix(prompt: string): number[];
   /** The edit prefix with the E (semantic) and X (VQ) blocks of `n` slots, ending in BOI; block spans [start, end). */
-  editPrefix(instruction: string, n: number): { ids: number[]; eBlock: [number, number]; xBlock: [number, number] };
+  editPrefix(instruction: string, n: number): EditPrefix;
   pad: number;
+  /** The model's non-reference image-token positions (editPrefix then returns position ids), if any. */
+  imagePositions?: ImagePositions;
+}
+
+/** An edit prefix; `positions` (RoPE position ids, one per id) is present when the model aligns its target to X. */
+export interface EditPrefix {
+  ids: number[];
+  eBlock: [number, number];
+  xBlock: [number, number];
+  positions?: number[];
 }
 
 export type Task = 't2i' | 'edit';
@@ -57,15 +68,26 @@ export interface RowLayout {
   xBlock: [number, number] | null;
   textMasked: boolean;
   imageMasked: boolean;
+  /** Position ids of `ids` when they are not 0..L-1 (edit rows of a model with an edit target offset). */
+  positions?: number[];
 }
 
 /**
  * The edit rows of 3-branch CFG and of training: 'full' has E + X, 'part' has E and a pad X block (the
  * 50%-dropped training condition), 'uncond' has neither (all pads but BOS and BOI).
  */
-export function editRowVariant(prefix: { ids: number[]; eBlock: [number, number]; xBlock: [number, number] }, variant: 'full' | 'part' | 'uncond', pad: number): Omit<RowLayout, 'targetStart' | 'textMasked' | 'imageMasked'> {
-  if (variant === 'uncond') return { ids: uncondIds(prefix.ids, pad), eBlock: null, xBlock: null };
-  return { ids: prefix.ids.slice(), eBlock: prefix.eBlock, xBlock: variant === 'full' ? prefix.xBlock : null };
+export function editRowVariant(prefix: EditPrefix, variant: 'full' | 'part' | 'uncond', pad: number): Omit<RowLayout, 'targetStart' | 'textMasked' | 'imageMasked'> {
+  // Every variant keeps the prefix's length, so the three CFG rows share its position ids.
+  const positions = prefix.positions ? { positions: prefix.positions.slice() } : {};
+  if (variant === 'uncond') return { ids: uncondIds(prefix.ids, pad), eBlock: null, xBlock: null, ...positions };
+  return { ids: prefix.ids.slice(), eBlock: prefix.eBlock, xBlock: variant === 'full' ? prefix.xBlock : null, ...positions };
+}
+
+/** Position ids of a prefix followed by its n image slots, or undefined where they are the reference's. */
+function rowPositions(prefixPositions: readonly number[] | undefined, prefixLength: number, n: number, scheme: ImagePositions | undefined): number[] | undefined {
+  if (!prefixPositions && !scheme) return undefined;
+  const pre = prefixPositions ?? Array.from({ length: prefixLength }, (_, i) => i);
+  return [...pre, ...followingImagePositions(pre[pre.length - 1], n, scheme)];
 }
 
 /** Lays out one sample: prefix (with dropout applied) + N target slots holding pad ids. */
@@ -75,19 +97,23 @@ export function layoutSample(s: TokenSample, tpl: PromptIds, n: number, opts: Ma
     const prefix = tpl.t2iPrefix(s.prompt);
     const textMasked = rng.chance(opts.textMaskProb);
     const ids = textMasked ? uncondIds(prefix, tpl.pad) : prefix;
-    return { ids: [...ids, ...new Array<number>(n).fill(tpl.pad)], targetStart: ids.length, eBlock: null, xBlock: null, textMasked, imageMasked: false };
+    const positions = rowPositions(undefined, ids.length, n, tpl.imagePositions);
+    return { ids: [...ids, ...new Array<number>(n).fill(tpl.pad)], targetStart: ids.length, eBlock: null, xBlock: null, textMasked, imageMasked: false, ...(positions ? { positions } : {}) };
   }
   if (!s.source || s.source.length !== n) throw new Error(`edit sample "${s.prompt.slice(0, 40)}": needs ${n} source ids, got ${s.source?.length ?? 0}`);
   const prefix = tpl.editPrefix(s.prompt, n);
   const imageMasked = rng.chance(opts.imageMaskProb);
   const row = editRowVariant(prefix, imageMasked ? 'part' : 'full', tpl.pad);
-  return { ...row, ids: [...row.ids, ...new Array<number>(n).fill(tpl.pad)], targetStart: prefix.ids.length, textMasked: false, imageMasked };
+  const positions = rowPositions(row.positions, row.ids.length, n, tpl.imagePositions);
+  return { ...row, ids: [...row.ids, ...new Array<number>(n).fill(tpl.pad)], targetStart: prefix.ids.length, textMasked: false, imageMasked, ...(positions ? { positions } : {}) };
 }
 
 /** A collated batch, ready for Janus4o.forward (left-padded rows). */
 export interface CollatedBatch {
   textIds: number[][];
   attentionMask: number[][];
+  /** Position ids [B][L], present when some row has its own (else the model counts real tokens). */
+  positionIds?: number[][];
   genPositions: number[];
   genIds: number[];
   /** Flat positions of E-block slots, grouped per edit row in row order, with the pixel input they come from. */
@@ -115,6 +141,10 @@ export function collate(samples: readonly TokenSample[], tpl: PromptIds, n: numb
     const base = r * L + shift;
     out.textIds.push([...new Array<number>(shift).fill(tpl.pad), ...row.ids]);
     out.attentionMask.push([...new Array<number>(shift).fill(0), ...new Array<number>(row.ids.length).fill(1)]);
+    if (rows.some((x) => x.positions)) {
+      // Left padding takes position 0 (it is never attended to); real tokens keep their row's ids.
+      (out.positionIds ??= []).push([...new Array<number>(shift).fill(0), ...(row.positions ?? row.ids.map((_, i) => i))]);
+    }
     const s = samples[r];
     for (let k = 0; k < n; k++) {
       out.genPositions.push(base + row.targetStart + k);

@@ -12,9 +12,9 @@ import { promptIds } from '../data/prompt_ids';
 import { JanusConfig, imageTokenCount, validateConfig } from '../model/config';
 import { Janus4o } from '../model/janus';
 import { janusConfigFromHf } from '../io/hf_config';
+import { ImagePositions } from '../model/positions';
 import { loadIntoStore } from '../io/pretrained';
 import { ImageInputError, imageToPng, loadImage } from '../tokenizer/image';
-import { buildEditIds, buildT2IIds } from '../tokenizer/template';
 import { TextTokenizer as BpeTokenizer } from '../tokenizer/text';
 import { WordTokenizer } from '../tokenizer/word';
 import { LATEST_FILE, MANIFEST_FILE, loadCheckpoint, loadWeightsIntoStore, resolveCheckpoint } from '../train/checkpoint';
@@ -109,22 +109,17 @@ function readConfig(file: string): JanusConfig {
  * the same `promptIds` the trainer uses; a BPE one (Janus-Pro) through the template builders of
  * tokenizer/template.ts.
  */
-function loadTemplates(dir: string): { templates: PromptIds; vocabSize: number } {
+function loadTemplates(dir: string, imagePositions: ImagePositions | undefined): { templates: PromptIds; vocabSize: number } {
   const file = path.join(dir, 'tokenizer.json');
   if (!fs.existsSync(file)) throw new UserError(`${dir} has no tokenizer.json; a checkpoint for generation needs its tokenizer.`);
   try {
     const json = JSON.parse(fs.readFileSync(file, 'utf8')) as { model?: { type?: string } };
     if (json.model?.type === 'WordLevel') {
       const tok = WordTokenizer.load(file);
-      return { templates: promptIds(tok), vocabSize: tok.vocabSize };
+      return { templates: promptIds(tok, imagePositions), vocabSize: tok.vocabSize };
     }
     const tok = BpeTokenizer.fromDir(dir);
-    const templates: PromptIds = {
-      pad: tok.special.pad,
-      t2iPrefix: (prompt) => buildT2IIds(tok, prompt),
-      editPrefix: (instruction, n) => buildEditIds(tok, instruction, n),
-    };
-    return { templates, vocabSize: tok.vocabSize };
+    return { templates: promptIds(tok, imagePositions), vocabSize: tok.vocabSize };
   } catch (e) {
     throw new UserError(`${file}: ${(e as Error).message}`);
   }
@@ -138,7 +133,7 @@ function loadTemplates(dir: string): { templates: PromptIds; vocabSize: number }
 export async function loadRuntime(target: string): Promise<GenerationRuntime> {
   const { model, dir } = await loadModelFolder(target);
   try {
-    const { templates, vocabSize } = loadTemplates(dir);
+    const { templates, vocabSize } = loadTemplates(dir, model.config.imagePositions);
     return runtimeFromModel(model, templates, vocabSize, dir);
   } catch (e) {
     model.dispose();

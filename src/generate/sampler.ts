@@ -10,7 +10,8 @@
  * so the condition the sampler drops is exactly the one the model learned to see dropped.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { PromptIds, editRowVariant, uncondIds } from '../data/batch';
+import { EditPrefix, PromptIds, editRowVariant, uncondIds } from '../data/batch';
+import { ImagePositions, followingImagePositions, isReference } from '../model/positions';
 import { Rng, makeRng } from '../data/rng';
 import { JanusConfig, headDim, imageTokenCount } from '../model/config';
 import type { ForwardOptions, ForwardOutput } from '../model/janus';
@@ -33,6 +34,8 @@ export interface BranchRow {
   gen?: { start: number; ids: ArrayLike<number> };
   /** The edit E block: semantic features [n, D] (aligner(SigLIP(source))). Owned by the caller. */
   features?: { start: number; embeds: tf.Tensor2D };
+  /** Position ids of `ids` where they are not 0..L-1 (edit rows of a model with imagePositions). */
+  positions?: number[];
 }
 
 export interface SampleRows {
@@ -105,12 +108,18 @@ export function samplesPerChunk(cfg: JanusConfig, prefixLength: number, rowsPerS
   return Math.max(1, Math.floor(maxRows / rowsPerSample));
 }
 
-/** Prefix + generated image tokens must fit the position table. */
-export function checkPositionBudget(cfg: JanusConfig, prefixLength: number, what: string): void {
+/**
+ * Prefix + generated image tokens must fit the position table. `prefix` is the prefix's length, or its position
+ * ids where the model numbers them itself (edit rows with imagePositions).
+ */
+export function checkPositionBudget(cfg: JanusConfig, prefix: number | readonly number[], what: string): void {
   const n = imageTokenCount(cfg);
   const max = cfg.llm.maxPositionEmbeddings;
-  if (prefixLength + n > max) {
-    throw new RangeError(`${what} is ${prefixLength} tokens; with ${n} image tokens that is ${prefixLength + n} positions, over the model's budget of ${max} (max_position_embeddings). Shorten it.`);
+  const length = typeof prefix === 'number' ? prefix : prefix.length;
+  const last = typeof prefix === 'number' ? prefix - 1 : prefix[prefix.length - 1];
+  const needed = followingImagePositions(last, n, cfg.imagePositions)[n - 1] + 1;
+  if (needed > max) {
+    throw new RangeError(`${what} is ${length} tokens; with ${n} image tokens that is ${needed} positions, over the model's budget of ${max} (max_position_embeddings). Shorten it.`);
   }
 }
 
@@ -125,7 +134,7 @@ export function t2iRows(prefix: number[], pad: number): BranchRow[] {
 }
 
 /** Edit rows [full, part, uncond]: E + X, E + pad X block, neither. */
-export function editRows(prefix: { ids: number[]; eBlock: [number, number]; xBlock: [number, number] }, sourceIds: ArrayLike<number>, features: tf.Tensor2D, pad: number): BranchRow[] {
+export function editRows(prefix: EditPrefix, sourceIds: ArrayLike<number>, features: tf.Tensor2D, pad: number): BranchRow[] {
   const n = prefix.xBlock[1] - prefix.xBlock[0];
   if (sourceIds.length !== n) throw new Error(`edit: ${sourceIds.length} source image ids for an X block of ${n}`);
   if (features.shape[0] !== prefix.eBlock[1] - prefix.eBlock[0]) throw new Error(`edit: ${features.shape[0]} source features for an E block of ${prefix.eBlock[1] - prefix.eBlock[0]}`);
@@ -135,12 +144,13 @@ export function editRows(prefix: { ids: number[]; eBlock: [number, number]; xBlo
       ids: r.ids,
       gen: r.xBlock ? { start: r.xBlock[0], ids: sourceIds } : undefined,
       features: r.eBlock ? { start: r.eBlock[0], embeds: features } : undefined,
+      ...(r.positions ? { positions: r.positions } : {}),
     };
   });
 }
 
 /** Left-padded model input for the rows of one chunk, `extra` generated tokens appended (recompute mode). */
-function chunkInput(rows: readonly BranchRow[], pad: number, generated: readonly number[][], k: number, features: tf.Tensor2D | null): { input: SequenceInput; last: number[] } {
+function chunkInput(rows: readonly BranchRow[], pad: number, generated: readonly number[][], k: number, features: tf.Tensor2D | null, scheme: ImagePositions | undefined): { input: SequenceInput; last: number[] } {
   const extra = generated.length ? generated[0].length : 0;
   const base = Math.max(...rows.map((r) => r.ids.length));
   const width = base + extra;
@@ -150,11 +160,17 @@ function chunkInput(rows: readonly BranchRow[], pad: number, generated: readonly
   const genIds: number[] = [];
   const featurePositions: number[] = [];
   const last: number[] = [];
+  const explicit = !isReference(scheme) || rows.some((row) => row.positions);
+  const positionIds: number[][] = [];
   rows.forEach((row, r) => {
     const shift = base - row.ids.length;
     const at = r * width + shift;
     textIds.push([...new Array<number>(shift).fill(pad), ...row.ids, ...new Array<number>(extra).fill(pad)]);
     attentionMask.push([...new Array<number>(shift).fill(0), ...new Array<number>(row.ids.length + extra).fill(1)]);
+    if (explicit) {
+      const pre = row.positions ?? row.ids.map((_, i) => i);
+      positionIds.push([...new Array<number>(shift).fill(0), ...pre, ...followingImagePositions(pre[pre.length - 1], extra, scheme)]);
+    }
     if (row.gen) {
       for (let i = 0; i < row.gen.ids.length; i++) {
         genPositions.push(at + row.gen.start + i);
@@ -171,6 +187,7 @@ function chunkInput(rows: readonly BranchRow[], pad: number, generated: readonly
     last.push(r * width + width - 1);
   });
   const input: SequenceInput = { textIds, attentionMask };
+  if (explicit) input.positionIds = positionIds;
   if (genPositions.length) input.genTokens = { positions: genPositions, ids: genIds };
   if (features) input.imageEmbeds = { positions: featurePositions, embeds: features };
   return { input, last };
@@ -190,7 +207,8 @@ export async function sampleImageTokens(model: ImageTokenModel, mode: GuidanceMo
   const n = imageTokenCount(cfg);
   const v = cfg.vq.codebookSize;
   const maxPrefix = Math.max(0, ...samples.map((s) => Math.max(...s.rows.map((r) => r.ids.length))));
-  for (const s of samples) for (const r of s.rows) checkPositionBudget(cfg, r.ids.length, 'the prompt');
+  const scheme = cfg.imagePositions;
+  for (const s of samples) for (const r of s.rows) checkPositionBudget(cfg, r.positions ?? r.ids.length, 'the prompt');
   const perChunk = samplesPerChunk(cfg, maxPrefix, k, opts);
   const total = samples.length * n;
   const started = performance.now();
@@ -224,7 +242,7 @@ export async function sampleImageTokens(model: ImageTokenModel, mode: GuidanceMo
       if (opts.useCache === false) {
         for (let t = 0; t < n; t++) {
           const guided = tf.tidy(() => {
-            const { input, last } = chunkInput(rows, pad, generated, k, features);
+            const { input, last } = chunkInput(rows, pad, generated, k, features, scheme);
             return guideLogits(model.forward(input, { imageLogitsAt: last }).imageLogits!, mode, weights);
           });
           await drawStep(guided);
@@ -233,7 +251,7 @@ export async function sampleImageTokens(model: ImageTokenModel, mode: GuidanceMo
         const cache = model.newCache(rows.length);
         try {
           let guided = tf.tidy(() => {
-            const { input, last } = chunkInput(rows, pad, [], k, features);
+            const { input, last } = chunkInput(rows, pad, [], k, features, scheme);
             return guideLogits(model.forward(input, { cache, imageLogitsAt: last }).imageLogits!, mode, weights);
           });
           for (let t = 0; t < n; t++) {
@@ -284,8 +302,17 @@ function checkCount(count: number, job: number): void {
   if (!Number.isInteger(count) || count < 1) throw new RangeError(`job ${job}: the number of images must be a positive integer, got ${count}`);
 }
 
+/** Templates built for another position scheme than the model's would sample from positions it never saw. */
+function checkTemplates(model: ImageTokenModel, templates: PromptIds): void {
+  const want = isReference(model.config.imagePositions) ? undefined : model.config.imagePositions;
+  if (JSON.stringify(want) !== JSON.stringify(templates.imagePositions)) {
+    throw new Error(`prompt templates number image positions ${JSON.stringify(templates.imagePositions ?? 'as the reference')} but the model ${JSON.stringify(want ?? 'as the reference')}: build them with promptIds(tokenizer, model.config.imagePositions)`);
+  }
+}
+
 /** Text-to-image: ids[job][image] of every prompt, 2-branch CFG. */
 export async function generateT2I(model: ImageTokenModel, templates: PromptIds, jobs: readonly T2IJob[], opts: SamplingOptions = {}): Promise<{ ids: number[][][]; stats: SamplingStats }> {
+  checkTemplates(model, templates);
   const seed = opts.seed ?? 0;
   const samples: SampleRows[] = [];
   jobs.forEach((job, j) => {
@@ -300,13 +327,14 @@ export async function generateT2I(model: ImageTokenModel, templates: PromptIds, 
 
 /** Edits: ids[job][image], 3-branch CFG [full, part, uncond]. */
 export async function generateEdits(model: ImageTokenModel, templates: PromptIds, jobs: readonly EditJob[], opts: SamplingOptions = {}): Promise<{ ids: number[][][]; stats: SamplingStats }> {
+  checkTemplates(model, templates);
   const seed = opts.seed ?? 0;
   const n = imageTokenCount(model.config);
   const samples: SampleRows[] = [];
   jobs.forEach((job, j) => {
     checkCount(job.count, j);
     const prefix = templates.editPrefix(job.instruction, n);
-    checkPositionBudget(model.config, prefix.ids.length, `edit instruction ${j + 1} ("${job.instruction.slice(0, 40)}") with its two image blocks`);
+    checkPositionBudget(model.config, prefix.positions ?? prefix.ids.length, `edit instruction ${j + 1} ("${job.instruction.slice(0, 40)}") with its two image blocks`);
     const rows = editRows(prefix, job.sourceIds, job.sourceFeatures, templates.pad);
     for (let i = 0; i < job.count; i++) samples.push({ rows, rng: sampleRng(seed, job.index ?? j, i) });
   });

@@ -12,9 +12,13 @@
  *                             named by model_name; required for an unknown name)
  * The writer emits these keys only where the values differ from what the class name implies, so a Janus-Pro
  * config written here is the Janus one (with language_config written out in full).
+ *
+ * One top-level key is this project's own: `janus4o_image_positions: {stride, edit_target_offset}` for models
+ * trained with non-reference image-token position ids (src/model/positions.ts). Absent means the reference's.
  */
 import * as fs from 'fs';
 import { JanusConfig, LLAMA_DEFAULTS, PRESETS, SiglipConfig, VQConfig, validateConfig } from '../model/config';
+import { ImagePositions } from '../model/positions';
 
 type Json = Record<string, unknown>;
 
@@ -125,11 +129,23 @@ export function janusConfigFromHf(json: unknown, name?: string): JanusConfig {
   expect('gen_head_config', 'n_embed', d);
   expect('gen_head_config', 'image_token_embed', d);
   expect('gen_head_config', 'image_token_size', vq.codebookSize);
+  const imagePositions = readImagePositions(root.janus4o_image_positions, problems);
   if (problems.length) throw new Error(`Janus config.json:\n  - ${problems.join('\n  - ')}`);
 
-  const cfg: JanusConfig = { name: 'custom', imageSize, llm, vq, siglip, genEmbedDim };
+  const cfg: JanusConfig = { name: 'custom', imageSize, llm, vq, siglip, genEmbedDim, ...(imagePositions ? { imagePositions } : {}) };
   cfg.name = name ?? presetNameOf(cfg) ?? 'custom';
   return validateConfig(cfg);
+}
+
+function readImagePositions(v: unknown, problems: string[]): ImagePositions | undefined {
+  if (v === undefined) return undefined;
+  const o = obj(v);
+  const offset = o.edit_target_offset ?? null;
+  if (typeof o.stride !== 'number' || (offset !== null && typeof offset !== 'number')) {
+    problems.push(`janus4o_image_positions must be {"stride": number, "edit_target_offset": number or null}, got ${JSON.stringify(v)}`);
+    return undefined;
+  }
+  return { stride: o.stride, editTargetOffset: offset as number | null };
 }
 
 /** JSON with sorted keys, so equal configs compare equal whatever order their fields were written in. */
@@ -193,6 +209,7 @@ export function janusConfigToHf(cfg: JanusConfig, opts: { torchDtype?: string } 
       vocab_size: cfg.llm.vocabSize,
     },
     model_type: 'multi_modality',
+    ...(cfg.imagePositions ? { janus4o_image_positions: { stride: cfg.imagePositions.stride, edit_target_offset: cfg.imagePositions.editTargetOffset } } : {}),
     torch_dtype: dtype,
     vision_config: {
       cls: 'CLIPVisionTower',

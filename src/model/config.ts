@@ -4,6 +4,8 @@
  * sections 1-4 (LLaMA defaults filled where the official config.json omits them).
  */
 
+import { ImagePositions, imagePositionProblems } from './positions';
+
 export interface LlamaConfig {
   vocabSize: number;
   hiddenSize: number;
@@ -52,6 +54,8 @@ export interface JanusConfig {
   siglip: SiglipConfig;
   /** gen_embed table width (the image-token embedding fed to gen_aligner). Janus: 8. */
   genEmbedDim: number;
+  /** Non-reference image-token position ids (src/model/positions.ts); absent in official models. */
+  imagePositions?: ImagePositions;
 }
 
 const TINY: JanusConfig = {
@@ -224,6 +228,7 @@ export function validateConfig(cfg: JanusConfig): JanusConfig {
       );
     }
   }
+  if (problems.length === 0 && cfg.imagePositions) problems.push(...imagePositionProblems(cfg.imagePositions, imageTokenCount(cfg)));
   if (problems.length) throw new Error(`Invalid model config "${cfg.name}":\n  - ${problems.join('\n  - ')}`);
   return cfg;
 }

@@ -203,9 +203,12 @@ export class Janus4o {
     return tf.tidy(() => {
       const b = cache.batch;
       const padId = 0;
+      const stride = this.config.imagePositions?.stride ?? 1;
       const input: SequenceInput = {
         textIds: Array.from({ length: b }, () => [padId]),
         genTokens: { positions: Array.from({ length: b }, (_, r) => r), ids: ids instanceof tf.Tensor ? ids : Array.from(ids) },
+        // The cache's next position is the last one + 1; image tokens of a strided model step further.
+        ...(stride !== 1 ? { positionIds: cache.nextPosition.map((p) => [p - 1 + stride]) } : {}),
       };
       const out = this.forward(input, { cache, imageLogitsAt: Array.from({ length: b }, (_, r) => r) });
       return out.imageLogits!;

@@ -37,6 +37,8 @@ const siglipOverrides = z
   .object({ patchSize: posInt, width: posInt, depth: posInt, numHeads: posInt, mlpDim: posInt, layerNormEps: z.number().positive() })
   .partial()
   .strict();
+/** Non-reference image-token position ids (src/model/positions.ts); both keys, so a model says all it uses. */
+const imagePositionsOverride = z.object({ stride: posInt, editTargetOffset: posInt.nullable() }).strict();
 
 export const PRESET_NAMES = ['tiny', 'janus-pro-1b', 'janus-pro-7b'] as const;
 
@@ -49,7 +51,7 @@ const modelSchema = z
     /** With preset: a tokenizer folder from `janus4o train-vq` (its config.json sets the VQ config and image size). */
     vq_pretrained: z.string().min(1).optional(),
     overrides: z
-      .object({ name: z.string().min(1), imageSize: posInt, genEmbedDim: posInt, llm: llmOverrides, vq: vqOverrides, siglip: siglipOverrides })
+      .object({ name: z.string().min(1), imageSize: posInt, genEmbedDim: posInt, llm: llmOverrides, vq: vqOverrides, siglip: siglipOverrides, imagePositions: imagePositionsOverride })
       .partial()
       .strict()
       .default({}),
@@ -74,7 +76,7 @@ const dataSchema = z
     files: z.array(z.string().min(1)).min(1).optional(),
     cache_dir: z.string().min(1).optional(),
     max_bad_fraction: prob.default(0.01),
-    /** Records kept out of training for the held-out loss. */
+    /** Records kept out of training for the held-out loss: the tail of each task, in proportion (data/split.ts). */
     heldout: int(0, 'a non-negative integer').default(0),
     /** ShapeWorld only: write the dataset into root when it is missing. */
     synthesize_if_missing: z.boolean().default(true),

@@ -84,6 +84,7 @@ async function heldoutPasses(
           {
             textIds: batch.textIds,
             attentionMask: batch.attentionMask,
+            positionIds: batch.positionIds,
             genTokens: { positions: batch.genPositions, ids: batch.genIds },
             imageEmbeds: features ? { positions: batch.featurePositions, embeds: features } : undefined,
           },

@@ -11,6 +11,7 @@ import { initBackend } from '../backend';
 import { UserError } from '../cli/errors';
 import { TokenSample } from '../data/batch';
 import { promptIds } from '../data/prompt_ids';
+import { splitHeldOut } from '../data/split';
 import { readShareGPT4o, formatReport } from '../data/sharegpt4o';
 import { ShardDataset, prepareShards } from '../data/shards';
 import { SHAPEWORLD_VOCAB } from '../data/shapeworld';
@@ -109,6 +110,7 @@ async function buildModel(cfg: TrainConfig, root: string, rank0: boolean, log: (
     }
     log(`model: ${preset} with the VQ tokenizer of ${vqDir} (codebook ${mcfg.vq.codebookSize})`);
   }
+  if (mcfg.imagePositions) log(`model: image tokens ${mcfg.imagePositions.stride} position ids apart, edit targets ${mcfg.imagePositions.editTargetOffset ?? 'not aligned'} ids after their input (RoPE base ${mcfg.llm.ropeTheta})`);
   return { model, tok, tokFile };
 }
 
@@ -169,12 +171,10 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
   });
   await comm?.barrier({ tag: 'shards' });
   const all = ShardDataset.load(shardDir, root);
-  // Held-out records: the last `heldout` of the dataset order. The order of records within a task is random, but a
-  // ShareGPT-4o-Image folder lists text-to-image before edits, so on mixed data these are edits (and condition use
-  // then reports the input image's VQ block only). Kept so the shipped configs still reproduce their models.
+  // Held-out records: the tail of each task (src/data/split.ts), so condition use measures both the prompt and
+  // an edit's input image on mixed data.
   const heldN = Math.min(cfg.data.heldout, Math.floor(all.size / 2));
-  const trainIdx = Array.from({ length: all.size - heldN }, (_, i) => i);
-  const heldIdx = Array.from({ length: heldN }, (_, i) => all.size - heldN + i);
+  const { train: trainIdx, held: heldIdx } = splitHeldOut(Array.from({ length: all.size }, (_, i) => all.meta(i).task), heldN);
   const pathOf = new Map<TokenSample, string>();
   const sampleOf = (i: number): TokenSample => {
     const s = all.sample(i);
@@ -192,7 +192,7 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
     sample: (i) => all.sample(trainIdx[i]),
     sourceImage: (i) => pixelsOf(all.sourcePath(trainIdx[i])),
   };
-  const tpl = promptIds(tok);
+  const tpl = promptIds(tok, model.config.imagePositions);
   const stop = { requested: false };
   const trainer = new Trainer(model, cfg, data, tpl, { log, onStep: o.onStep, shouldStop: () => stop.requested || (o.shouldStop?.() ?? false), comm: comm ?? undefined }, [tokFile]);
 

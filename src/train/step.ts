@@ -44,12 +44,13 @@ function stagedLoss(model: Janus4o, batch: CollatedBatch, opts: MicroStepOptions
     return {
       textIds: batch.textIds,
       attentionMask: batch.attentionMask,
+      positionIds: batch.positionIds,
       genTokens: { positions: batch.genPositions, ids: batch.genIds },
       imageEmbeds: features ? { positions: batch.featurePositions, embeds: features } : undefined,
     };
   };
   // Host-side checks and positions, once (no tensors survive).
-  const { positions, mask } = tf.tidy(() => model.embedInputs({ textIds: batch.textIds, attentionMask: batch.attentionMask }).decoderInputs);
+  const { positions, mask } = tf.tidy(() => model.embedInputs({ textIds: batch.textIds, attentionMask: batch.attentionMask, positionIds: batch.positionIds }).decoderInputs);
   const n = batch.textIds.length * batch.textIds[0].length;
   const targets = batch.lossTargets;
   return {
