@@ -23,7 +23,7 @@ export interface PromptIds {
   imagePositions?: ImagePositions;
 }
 
-/** An edit prefix; `positions` (RoPE position ids, one per id) is present when the model aligns its target to X. */
+/** An edit prefix; `positions` (RoPE position ids, one per id) is present when the model declares imagePositions. */
 export interface EditPrefix {
   ids: number[];
   eBlock: [number, number];
@@ -68,7 +68,7 @@ export interface RowLayout {
   xBlock: [number, number] | null;
   textMasked: boolean;
   imageMasked: boolean;
-  /** Position ids of `ids` when they are not 0..L-1 (edit rows of a model with an edit target offset). */
+  /** Position ids of `ids` when they are not 0..L-1 (rows of a model that declares imagePositions). */
   positions?: number[];
 }
 
