@@ -7,7 +7,7 @@
  * the model is trained to see when a condition is dropped is exactly what sampling feeds it.
  */
 import { Rng } from './rng';
-import { ImagePositions, followingImagePositions } from '../model/positions';
+import { ImagePositions, consecutivePositions, prefixThenImages } from '../model/positions';
 import { uncondIds } from '../tokenizer/template';
 
 export { uncondIds };
@@ -86,8 +86,7 @@ export function editRowVariant(prefix: EditPrefix, variant: 'full' | 'part' | 'u
 /** Position ids of a prefix followed by its n image slots, or undefined where they are the reference's. */
 function rowPositions(prefixPositions: readonly number[] | undefined, prefixLength: number, n: number, scheme: ImagePositions | undefined): number[] | undefined {
   if (!prefixPositions && !scheme) return undefined;
-  const pre = prefixPositions ?? Array.from({ length: prefixLength }, (_, i) => i);
-  return [...pre, ...followingImagePositions(pre[pre.length - 1], n, scheme)];
+  return prefixThenImages(prefixPositions ?? consecutivePositions(prefixLength), n, scheme);
 }
 
 /** Lays out one sample: prefix (with dropout applied) + N target slots holding pad ids. */
@@ -135,15 +134,16 @@ export interface CollatedBatch {
 export function collate(samples: readonly TokenSample[], tpl: PromptIds, n: number, opts: MaskOptions, rngFor: (k: number) => Rng): CollatedBatch {
   const rows = samples.map((s, k) => layoutSample(s, tpl, n, opts, rngFor(k)));
   const L = Math.max(...rows.map((r) => r.ids.length));
+  const explicitPositions = rows.some((x) => x.positions);
   const out: CollatedBatch = { textIds: [], attentionMask: [], genPositions: [], genIds: [], featurePositions: [], featureImages: [], lossPositions: [], lossTargets: [], lossTasks: [], rows };
   rows.forEach((row, r) => {
     const shift = L - row.ids.length;
     const base = r * L + shift;
     out.textIds.push([...new Array<number>(shift).fill(tpl.pad), ...row.ids]);
     out.attentionMask.push([...new Array<number>(shift).fill(0), ...new Array<number>(row.ids.length).fill(1)]);
-    if (rows.some((x) => x.positions)) {
+    if (explicitPositions) {
       // Left padding takes position 0 (it is never attended to); real tokens keep their row's ids.
-      (out.positionIds ??= []).push([...new Array<number>(shift).fill(0), ...(row.positions ?? row.ids.map((_, i) => i))]);
+      (out.positionIds ??= []).push([...new Array<number>(shift).fill(0), ...(row.positions ?? consecutivePositions(row.ids.length))]);
     }
     const s = samples[r];
     for (let k = 0; k < n; k++) {

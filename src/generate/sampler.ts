@@ -11,7 +11,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { EditPrefix, PromptIds, editRowVariant, uncondIds } from '../data/batch';
-import { ImagePositions, followingImagePositions, isReference } from '../model/positions';
+import { ImagePositions, consecutivePositions, followingImagePositions, isReference, prefixThenImages } from '../model/positions';
 import { Rng, makeRng } from '../data/rng';
 import { JanusConfig, headDim, imageTokenCount } from '../model/config';
 import type { ForwardOptions, ForwardOutput } from '../model/janus';
@@ -168,8 +168,7 @@ function chunkInput(rows: readonly BranchRow[], pad: number, generated: readonly
     textIds.push([...new Array<number>(shift).fill(pad), ...row.ids, ...new Array<number>(extra).fill(pad)]);
     attentionMask.push([...new Array<number>(shift).fill(0), ...new Array<number>(row.ids.length + extra).fill(1)]);
     if (explicit) {
-      const pre = row.positions ?? row.ids.map((_, i) => i);
-      positionIds.push([...new Array<number>(shift).fill(0), ...pre, ...followingImagePositions(pre[pre.length - 1], extra, scheme)]);
+      positionIds.push([...new Array<number>(shift).fill(0), ...prefixThenImages(row.positions ?? consecutivePositions(row.ids.length), extra, scheme)]);
     }
     if (row.gen) {
       for (let i = 0; i < row.gen.ids.length; i++) {

@@ -11,6 +11,7 @@ import { KVCache } from './kv_cache';
 import { MlpProjector } from './layers';
 import { LlamaDecoder } from './llama';
 import { ParamStore } from './params';
+import { followingImagePositions } from './positions';
 import { SequenceInput, checkSequence } from './sequence';
 import { LoadOptions, SaveOptions, loadIntoStore, loadPretrained, savePretrained } from '../io/pretrained';
 import { SiglipEncoder } from './siglip';
@@ -203,12 +204,12 @@ export class Janus4o {
     return tf.tidy(() => {
       const b = cache.batch;
       const padId = 0;
-      const stride = this.config.imagePositions?.stride ?? 1;
+      const scheme = this.config.imagePositions;
       const input: SequenceInput = {
         textIds: Array.from({ length: b }, () => [padId]),
         genTokens: { positions: Array.from({ length: b }, (_, r) => r), ids: ids instanceof tf.Tensor ? ids : Array.from(ids) },
         // The cache's next position is the last one + 1; image tokens of a strided model step further.
-        ...(stride !== 1 ? { positionIds: cache.nextPosition.map((p) => [p - 1 + stride]) } : {}),
+        ...(scheme && scheme.stride !== 1 ? { positionIds: cache.nextPosition.map((p) => followingImagePositions(p - 1, 1, scheme)) } : {}),
       };
       const out = this.forward(input, { cache, imageLogitsAt: Array.from({ length: b }, (_, r) => r) });
       return out.imageLogits!;

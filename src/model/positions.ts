@@ -39,6 +39,16 @@ export function isReference(p: ImagePositions | undefined): boolean {
   return !p || (p.stride === 1 && p.editTargetOffset === null);
 }
 
+/** 0..length-1: the reference's ids of a row without padding. */
+export function consecutivePositions(length: number): number[] {
+  return Array.from({ length }, (_, i) => i);
+}
+
+/** A prefix's ids (`prefix`, or 0..L-1 when it has none of its own) followed by `n` image tokens. */
+export function prefixThenImages(prefix: readonly number[], n: number, p: ImagePositions | undefined): number[] {
+  return [...prefix, ...followingImagePositions(prefix[prefix.length - 1], n, p)];
+}
+
 /** Ids of `n` image tokens that follow a token at position `last`. */
 export function followingImagePositions(last: number, n: number, p: ImagePositions | undefined): number[] {
   const stride = p?.stride ?? 1;

@@ -10,7 +10,7 @@ import { PromptIds, Task, TokenSample, collate } from '../data/batch';
 import { makeRng } from '../data/rng';
 import { imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
-import { perPositionCE } from './step';
+import { batchInput, perPositionCE } from './step';
 
 /** Held-out samples scored per forward. */
 const HELDOUT_BATCH = 8;
@@ -79,17 +79,7 @@ async function heldoutPasses(
       const batch = collate(withIdx, tpl, n, { textMaskProb: drop, imageMaskProb: drop, lossAlignment: 'full' }, () => rng);
       const [ceV, predV] = tf.tidy(() => {
         const pixels = pix.length ? (tf.stack(pix) as tf.Tensor4D) : null;
-        const features = batch.featurePositions.length ? model.imageFeatures(pixels!, batch.featureImages) : undefined;
-        const logits = model.forward(
-          {
-            textIds: batch.textIds,
-            attentionMask: batch.attentionMask,
-            positionIds: batch.positionIds,
-            genTokens: { positions: batch.genPositions, ids: batch.genIds },
-            imageEmbeds: features ? { positions: batch.featurePositions, embeds: features } : undefined,
-          },
-          { imageLogitsAt: batch.lossPositions },
-        ).imageLogits!;
+        const logits = model.forward(batchInput(model, batch, pixels), { imageLogitsAt: batch.lossPositions }).imageLogits!;
         const t = tf.tensor1d(batch.lossTargets, 'int32');
         return [perPositionCE(logits, t).dataSync(), tf.argMax(logits, 1).dataSync()];
       });

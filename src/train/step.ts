@@ -37,18 +37,24 @@ export function perPositionCE(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Ten
   return tf.neg(tf.sum(tf.mul(logp, tf.oneHot(targets, logits.shape[1])), 1)) as tf.Tensor1D;
 }
 
+/**
+ * The model input of a collated batch; its E-block features come from `sourcePixels` (aligner(SigLIP)).
+ * Call inside tf.tidy: the features are tensors of that scope.
+ */
+export function batchInput(model: Janus4o, batch: CollatedBatch, sourcePixels: tf.Tensor4D | null): SequenceInput {
+  const features = batch.featurePositions.length > 0 ? model.imageFeatures(sourcePixels!, batch.featureImages) : null;
+  return {
+    textIds: batch.textIds,
+    attentionMask: batch.attentionMask,
+    positionIds: batch.positionIds,
+    genTokens: { positions: batch.genPositions, ids: batch.genIds },
+    imageEmbeds: features ? { positions: batch.featurePositions, embeds: features } : undefined,
+  };
+}
+
 /** The batch as a staged loss: embeddings, decoder inputs, and the head's scaled CE (recording metrics). */
 function stagedLoss(model: Janus4o, batch: CollatedBatch, opts: MicroStepOptions, record: (ce: tf.Tensor1D, pred: tf.Tensor1D) => void): StagedLoss {
-  const input = (): SequenceInput => {
-    const features = batch.featurePositions.length > 0 ? model.imageFeatures(opts.sourcePixels!, batch.featureImages) : null;
-    return {
-      textIds: batch.textIds,
-      attentionMask: batch.attentionMask,
-      positionIds: batch.positionIds,
-      genTokens: { positions: batch.genPositions, ids: batch.genIds },
-      imageEmbeds: features ? { positions: batch.featurePositions, embeds: features } : undefined,
-    };
-  };
+  const input = (): SequenceInput => batchInput(model, batch, opts.sourcePixels);
   // Host-side checks and positions, once (no tensors survive).
   const { positions, mask } = tf.tidy(() => model.embedInputs({ textIds: batch.textIds, attentionMask: batch.attentionMask, positionIds: batch.positionIds }).decoderInputs);
   const n = batch.textIds.length * batch.textIds[0].length;
