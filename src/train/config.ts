@@ -105,6 +105,13 @@ const trainSchema = z
     image_mask_prob: prob.default(0.5),
     seed: int(0, 'a non-negative integer').default(42),
     loss_alignment: z.enum(['full', 'reference']).default('full'),
+    /**
+     * Each target's loss weight is (its code's count among the training targets)^-power, scaled to mean 1 over
+     * those targets (token_weights.ts). 0 = uniform, the recipe; a pre-training option for sparse data.
+     */
+    token_weight_power: z.number().min(0, { message: 'must be in [0, 1]' }).max(1, { message: 'must be in [0, 1]' }).default(0),
+    /** Fraction of the run over which token_weight_power falls linearly to 0 (absent: constant all run). */
+    token_weight_anneal: z.number().gt(0, { message: 'must be in (0, 1]' }).max(1, { message: 'must be in (0, 1]' }).optional(),
     /** 'sgd' (plain, for equivalence checks) instead of the recipe's AdamW. */
     optimizer: z.enum(['adamw', 'sgd']).default('adamw'),
     /** Glob patterns over parameter names (`*` matches anything, dots included). */

@@ -29,6 +29,11 @@ export interface MicroStepOptions {
   sourcePixels: tf.Tensor4D | null;
   /** Recompute each decoder block in backward instead of keeping its activations. */
   activationCheckpointing?: boolean;
+  /**
+   * Loss weight of each image code as a target (token_weights.ts); absent = every target weighs 1 (the recipe).
+   * Only the gradient is weighted: lossSum stays the plain cross-entropy.
+   */
+  codeWeights?: Float32Array | null;
 }
 
 /** Per-position cross-entropy [P] of logits [P, V] against targets. */
@@ -67,7 +72,9 @@ function stagedLoss(model: Janus4o, batch: CollatedBatch, opts: MicroStepOptions
       const logits = model.heads(model.llm.finalNorm(x), n, { imageLogitsAt: batch.lossPositions }).imageLogits!;
       const perPos = perPositionCE(logits, tf.tensor1d(targets, 'int32'));
       record(perPos, tf.argMax(logits, 1) as tf.Tensor1D);
-      return tf.div(tf.sum(perPos), opts.denominator) as tf.Scalar;
+      const w = opts.codeWeights;
+      const weighted = w ? tf.mul(perPos, tf.tensor1d(targets.map((c) => w[c]))) : perPos;
+      return tf.div(tf.sum(weighted), opts.denominator) as tf.Scalar;
     },
   };
 }
