@@ -7,7 +7,7 @@
  * before any of them learns to read the prompt's object words; once attention to those words has collapsed,
  * their gradient is gone (measured: 100 steps of loss on those targets alone move a trained uniform-loss base
  * not at all, a fresh model by over a nat). Weighting a code by count^-power keeps the rare codes' gradient
- * large from the first step. The weights depend only on the training targets, so every data-parallel rank and
+ * large from the first step (on ShapeWorld that was not enough: docs/token-weights.md). The weights depend only on the training targets, so every data-parallel rank and
  * every resume computes the same ones.
  */
 import { TokenSample } from '../data/batch';
@@ -63,7 +63,8 @@ export function codeFrequencyWeights(data: TokenWeightSource, codebookSize: numb
  * The power in force at optimizer step `step` (0-based) of `total`: `power` throughout, or with `anneal` = f,
  * falling linearly to 0 at step f * total and uniform after. Weighted cross-entropy trains a biased
  * distribution (rare codes over-predicted, which sampling then draws), so a run that samples afterwards
- * anneals: the prompt-reading the weights started survives, the calibration comes back.
+ * anneals to the plain loss to get the calibration back (docs/token-weights.md: what a full trial gained, and
+ * did not).
  */
 export function tokenWeightPower(step: number, total: number, power: number, anneal: number | undefined): number {
   if (anneal === undefined || power === 0) return power;
