@@ -13,17 +13,18 @@ import { promptIds } from '../src/data/prompt_ids';
 import { imageTokenCount } from '../src/model/config';
 import { parseTrainConfig } from '../src/train/config';
 import { microStep } from '../src/train/step';
-import { codeFrequencyWeights, tokenWeightPower } from '../src/train/token_weights';
+import { TokenWeightSource, codeCounts, tokenWeightPower, weightsFromCounts } from '../src/train/token_weights';
 import { Trainer } from '../src/train/trainer';
 import { fixtureConfig, fixtureData, fixtureModel, fixtureTrainConfig } from './train_fixture';
 
+const codeFrequencyWeights = (data: TokenWeightSource, codebook: number, power: number) => weightsFromCounts(codeCounts(data, codebook), power);
 const targets = (...rows: number[][]) => ({ size: rows.length, sample: (i: number) => ({ target: rows[i] }) });
 
 beforeAll(async () => {
   await initBackend('cpu');
 });
 
-describe('codeFrequencyWeights', () => {
+describe('codeCounts and weightsFromCounts', () => {
   test('power 0 is the uniform recipe (no weights)', () => {
     expect(codeFrequencyWeights(targets([0, 1, 1]), 4, 0)).toBeNull();
   });

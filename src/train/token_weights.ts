@@ -55,10 +55,6 @@ export function weightsFromCounts(counts: Float64Array, power: number): Float32A
   return out;
 }
 
-export function codeFrequencyWeights(data: TokenWeightSource, codebookSize: number, power: number): Float32Array | null {
-  return power === 0 ? null : weightsFromCounts(codeCounts(data, codebookSize), power);
-}
-
 /**
  * The power in force at optimizer step `step` (0-based) of `total`: `power` throughout, or with `anneal` = f,
  * falling linearly to 0 at step f * total and uniform after. Weighted cross-entropy trains a biased

@@ -69,7 +69,6 @@ export class Trainer {
   readonly imageTokens: number;
   /** Training-target count per code, when train.token_weight_power > 0 (token_weights.ts). */
   private readonly codeCounts: Float64Array | null;
-  private weightCache: { power: number; weights: Float32Array | null } = { power: 0, weights: null };
   step = 0;
   private consecutiveSkips = 0;
   private readonly logFile: string;
@@ -117,9 +116,7 @@ export class Trainer {
   codeWeights(step: number): Float32Array | null {
     if (!this.codeCounts) return null;
     const t = this.config.train;
-    const power = tokenWeightPower(step, this.schedule.totalSteps, t.token_weight_power, t.token_weight_anneal);
-    if (power !== this.weightCache.power) this.weightCache = { power, weights: weightsFromCounts(this.codeCounts, power) };
-    return this.weightCache.weights;
+    return weightsFromCounts(this.codeCounts, tokenWeightPower(step, this.schedule.totalSteps, t.token_weight_power, t.token_weight_anneal));
   }
 
   private log(line: string): void {
