@@ -184,6 +184,20 @@ describe('hash, diff and resume compatibility', () => {
     expect(checkResumeConfig(saved, now, ['train.lr', 'train.seed'], 'x').map((d) => d.key)).toEqual(['checkpoint.keep', 'train.lr', 'train.seed']);
   });
 
+  test('model.init: reference by default, unit-input with a preset, refused with pretrained weights; a checkpoint written before the key resumes', () => {
+    const c = loadTrainConfig(writeYaml('i1.yaml', MINIMAL));
+    expect(c.model.init).toBe('reference');
+    expect(loadTrainConfig(writeYaml('i2.yaml', MINIMAL.replace('preset: tiny', 'preset: tiny\n  init: unit-input'))).model.init).toBe('unit-input');
+    expect(errorOf(() => loadTrainConfig(writeYaml('i3.yaml', MINIMAL.replace('preset: tiny', 'preset: tiny\n  init: xavier'))))).toContain('model.init');
+    const pre = `model:\n  pretrained: checkpoints/pretrained/janus-tiny-base\n  init: unit-input\ndata:\n  kind: shapeworld\n  root: data/shapeworld-64\n`;
+    expect(errorOf(() => loadTrainConfig(writeYaml('i4.yaml', pre)))).toContain('applies to a preset model only');
+    // The saved config of an older run has no model.init: its default is what that run used, so no difference.
+    const old = JSON.parse(JSON.stringify(c));
+    delete old.model.init;
+    expect(checkResumeConfig(old, c, [], 'x')).toEqual([]);
+    expect(errorOf(() => checkResumeConfig(old, { ...c, model: { ...c.model, init: 'unit-input' } }, [], 'x'))).toContain('model.init');
+  });
+
   test('trainable selection: everything but the VQ tokenizer and lm_head by default', () => {
     const c = loadTrainConfig(writeYaml('t.yaml', MINIMAL));
     const ok = trainableFilter(c.train);

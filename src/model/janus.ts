@@ -14,6 +14,7 @@ import { ParamStore } from './params';
 import { followingImagePositions } from './positions';
 import { SequenceInput, checkSequence } from './sequence';
 import { LoadOptions, SaveOptions, loadIntoStore, loadPretrained, savePretrained } from '../io/pretrained';
+import { InitScheme, applyInitScheme } from './init_scheme';
 import { SiglipEncoder } from './siglip';
 import { VQModel } from './vq';
 
@@ -39,6 +40,8 @@ export interface CreateOptions {
   seed?: number | string;
   /** Leave weights unallocated (for planning or before loading a checkpoint). */
   allocate?: boolean;
+  /** Initialisation scheme of the random weights (init_scheme.ts); default 'reference'. */
+  init?: InitScheme;
 }
 
 export class Janus4o {
@@ -78,6 +81,7 @@ export class Janus4o {
   static create(config: JanusConfig | string, opts: CreateOptions = {}): Janus4o {
     const cfg = typeof config === 'string' ? presetConfig(config) : config;
     const model = new Janus4o(cfg);
+    applyInitScheme(model.params, opts.init ?? 'reference');
     if (opts.allocate !== false) model.params.materialize(opts.seed ?? 0);
     return model;
   }

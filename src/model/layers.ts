@@ -61,21 +61,13 @@ export class Linear {
  * Janus `MlpProjector` (mlp_gelu, depth 2): Linear -> GELU -> Linear, named `${prefix}.layers.0` and
  * `${prefix}.layers.2` (index 1 is the GELU). Used for `aligner` and `gen_aligner`.
  */
-/** Init gain of MlpProjector layers: about 1 / RMS(GELU(N(0, 1))), so unit-scale inputs give outputs of RMS ~1-2. */
-const PROJECTOR_GAIN = 1.6;
-
 export class MlpProjector {
   readonly fc1: Linear;
   readonly fc2: Linear;
 
   constructor(store: ParamStore, prefix: string, inDim: number, hidden: number) {
-    // Fan-in init (std 1.6/sqrt(fan_in)), not the 0.02 of the decoder's own layers: with 0.02 a projected image token
-    // entered the residual stream at RMS ~0.01 (gen_embed is 8 wide), ten times below what one decoder block adds,
-    // so at the start of training the image slots barely knew which code they held. Unit-scale inputs learned the
-    // ShapeWorld fixed-cell task from scratch in ~200 steps where 0.02 had not started at 300
-    // (docs/init-scale.md). Only from-scratch training sees this: loaded checkpoints replace it.
-    this.fc1 = new Linear(store, `${prefix}.layers.0`, inDim, hidden, { std: PROJECTOR_GAIN / Math.sqrt(inDim) });
-    this.fc2 = new Linear(store, `${prefix}.layers.2`, hidden, hidden, { std: PROJECTOR_GAIN / Math.sqrt(hidden) });
+    this.fc1 = new Linear(store, `${prefix}.layers.0`, inDim, hidden);
+    this.fc2 = new Linear(store, `${prefix}.layers.2`, hidden, hidden);
   }
 
   apply(x: tf.Tensor): tf.Tensor {

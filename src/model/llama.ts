@@ -112,9 +112,7 @@ export class LlamaDecoder {
   readonly rotary: RotaryTable;
 
   constructor(private readonly store: ParamStore, readonly cfg: LlamaConfig, prefix = 'language_model.model') {
-    // Unit-scale text embeddings (not HF's 0.02): a from-scratch model's words then stay readable in the residual
-    // stream under what the blocks add, which is what image slots must attend to (docs/init-scale.md).
-    this.embedTokens = store.declare(`${prefix}.embed_tokens.weight`, [cfg.vocabSize, cfg.hiddenSize], 'plain', { kind: 'normal', std: 1 });
+    this.embedTokens = store.declare(`${prefix}.embed_tokens.weight`, [cfg.vocabSize, cfg.hiddenSize], 'plain', { kind: 'normal', std: 0.02 });
     this.layers = Array.from({ length: cfg.numLayers }, (_, i) => new DecoderLayer(store, `${prefix}.layers.${i}`, cfg));
     this.norm = store.declare(`${prefix}.norm.weight`, [cfg.hiddenSize], 'plain', { kind: 'ones' });
     this.rotary = new RotaryTable(headDim(cfg), cfg.ropeTheta, cfg.maxPositionEmbeddings);

@@ -60,6 +60,13 @@ export class ParamStore {
     return name;
   }
 
+  /** Changes a declared parameter's initialiser (before it is allocated: materialize reads it). */
+  setInit(name: string, init: Init): void {
+    const spec = this.spec(name);
+    if (this.vars.has(name)) throw new Error(`Parameter "${name}" is already allocated; set its initialiser before materialize().`);
+    this.specs.set(name, { ...spec, init });
+  }
+
   /** Declared specs in declaration order. */
   list(): ParamSpec[] {
     return [...this.specs.values()];

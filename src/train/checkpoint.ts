@@ -27,7 +27,7 @@ import { UserError } from '../cli/errors';
 import { toCheckpointLayout, toStoreLayout as fromCheckpointLayout } from '../io/pretrained';
 import { checkpointShape, numel, ParamStore } from '../model/params';
 import { atomicWriteFile, copyFileDurable, fsyncDir, openTensorFile, removeTreeAtomically, renameDurable, TensorFileReader, TensorWriteSource, writeFileDurable, writeTensorFile } from './atomic';
-import { canonicalJson, globMatch, show, TrainConfig } from './config';
+import { canonicalJson, globMatch, show, TrainConfig, TrainConfigSchema } from './config';
 import type { ExportedOptimizerState, OptimizerShardMeta, OptimizerStateSource } from './optimizer';
 
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
@@ -433,7 +433,9 @@ export const RESUME_SAFE_KEYS: readonly string[] = ['checkpoint.*', 'backend', '
  * a glob over it) is in `allow`. Returns every difference, allowed ones included, for the log.
  */
 export function checkResumeConfig(saved: unknown, current: TrainConfig, allow: readonly string[], checkpointDir: string): ConfigDifference[] {
-  const diffs = diffConfigs(saved, current);
+  // A key added to the schema after the checkpoint was written is absent from it; its default is what that run used.
+  const filled = TrainConfigSchema.safeParse(saved);
+  const diffs = diffConfigs(filled.success ? filled.data : saved, current);
   const ok = [...RESUME_SAFE_KEYS, ...allow];
   const blocking = diffs.filter((d) => !ok.some((p) => globMatch(d.key, p)));
   if (blocking.length) {

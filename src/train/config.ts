@@ -12,6 +12,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../cli/errors';
 import { DEFAULT_NO_DECAY } from './optimizer';
+import { INIT_SCHEMES } from '../model/init_scheme';
 
 const int = (min: number, what: string) => z.number().int({ message: `must be an integer` }).min(min, { message: `must be ${what}` });
 const prob = z.number().min(0, { message: 'must be between 0 and 1' }).max(1, { message: 'must be between 0 and 1' });
@@ -50,6 +51,8 @@ const modelSchema = z
     pretrained: z.string().min(1).optional(),
     /** With preset: a tokenizer folder from `janus4o train-vq` (its config.json sets the VQ config and image size). */
     vq_pretrained: z.string().min(1).optional(),
+    /** With preset: how the random weights start (src/model/init_scheme.ts, docs/init-scale.md). */
+    init: z.enum(INIT_SCHEMES).default('reference'),
     overrides: z
       .object({ name: z.string().min(1), imageSize: posInt, genEmbedDim: posInt, llm: llmOverrides, vq: vqOverrides, siglip: siglipOverrides, imagePositions: imagePositionsOverride })
       .partial()
@@ -180,6 +183,7 @@ export const TrainConfigSchema = z
   .superRefine((c, ctx) => {
     const n = (c.model.preset ? 1 : 0) + (c.model.pretrained ? 1 : 0);
     if (n !== 1) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['model'], message: 'needs exactly one of preset (a built-in size) or pretrained (a weights folder)' });
+    if (c.model.init !== 'reference' && !c.model.preset) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['model', 'init'], message: 'applies to a preset model only (a pretrained folder brings its own weights)' });
     if (c.model.vq_pretrained && !c.model.preset) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['model', 'vq_pretrained'], message: 'applies to a preset model only (a pretrained folder brings its own tokenizer)' });
     if (c.report.enabled && c.data.kind !== 'shapeworld') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['report', 'enabled'], message: 'the report measures ShapeEval and needs data.kind shapeworld' });
     if (c.data.synth && c.data.kind !== 'shapeworld') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'synth'], message: 'only applies to kind shapeworld' });

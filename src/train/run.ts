@@ -100,7 +100,8 @@ async function buildModel(cfg: TrainConfig, root: string, rank0: boolean, log: (
     ...(vqCfg ? { imageSize: vqCfg.imageSize, vq: vqCfg.vq } : {}),
     llm: { ...overrides.llm, vocabSize: Math.max(tok.vocabSize, 8) },
   });
-  const model = Janus4o.create(mcfg, { seed: cfg.train.seed });
+  const model = Janus4o.create(mcfg, { seed: cfg.train.seed, init: cfg.model.init });
+  if (cfg.model.init !== 'reference') log(`model: ${cfg.model.init} initialisation (docs/init-scale.md)`);
   if (vqDir) {
     try {
       loadIntoStore(model.params, vqDir, { allowMissing: (name) => !name.startsWith('gen_vision_model.') });
