@@ -81,7 +81,7 @@ export class Janus4o {
   static create(config: JanusConfig | string, opts: CreateOptions = {}): Janus4o {
     const cfg = typeof config === 'string' ? presetConfig(config) : config;
     const model = new Janus4o(cfg);
-    applyInitScheme(model.params, opts.init ?? 'reference');
+    applyInitScheme(model.params, opts.init ?? 'reference', { textEmbeddings: model.llm.embedTokens, projectors: [model.gen.genAligner, model.aligner] });
     if (opts.allocate !== false) model.params.materialize(opts.seed ?? 0);
     return model;
   }
