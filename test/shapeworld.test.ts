@@ -6,6 +6,7 @@ import {
   applyEdits,
   checkScene,
   describeSpec,
+  makeClassSample,
   makeEditSample,
   makeT2ISample,
   sampleEdit,
@@ -86,6 +87,46 @@ describe('ShapeWorld text-to-image', () => {
     expect(specHolds({ mentions: [{ count: 1, shape: 'circle' }] }, scene)).toBe(false); // the square is unmentioned
     expect(specHolds({ mentions: [{ count: 1, shape: 'circle', cell: { row: 1, col: 1 } }, { count: 1, shape: 'square' }] }, scene)).toBe(false);
     expect(describeSpec(ok, makeRng(0))).toMatch(/^(a picture of |an image of |draw |show )?(a|one) red circle (to the |on the )?left of (a|one) square$/);
+  });
+});
+
+describe('max objects (curriculum sets)', () => {
+  test('caps every T2I scene, keeps captions true, and leaves the default stream unchanged', () => {
+    // The default must be the same draw sequence as before the option existed: these are the 4-object records.
+    for (let i = 0; i < 200; i++) expect(makeT2ISample(1, i, 0, 4)).toEqual(t2i[i]);
+    for (const m of [1, 2, 3]) {
+      const set = Array.from({ length: 400 }, (_, i) => makeT2ISample(1, i, 0, m));
+      for (const s of set) {
+        checkScene(s.scene);
+        expect(s.scene.objects.length).toBeLessThanOrEqual(m);
+        if (!specHolds(s.spec, s.scene)) throw new Error(`caption false for its scene: ${s.prompt}`);
+      }
+      expect(set.filter((s) => s.scene.objects.length === m).length).toBeGreaterThan(50);
+      if (m === 1) expect(set.some((s) => s.spec.relation)).toBe(false);
+    }
+    expect(() => makeT2ISample(1, 0, 0, 0)).toThrow(/maxObjects/);
+    expect(() => makeT2ISample(1, 0, 0, 5)).toThrow(/maxObjects/);
+  });
+});
+
+describe('class captions (stage I sets)', () => {
+  test('one object, "a {colour} {shape} on a {background} background", true unless noise hit it', () => {
+    const clean = Array.from({ length: 300 }, (_, i) => makeClassSample(4, i));
+    for (const s of clean) {
+      checkScene(s.scene);
+      expect(s.scene.objects).toHaveLength(1);
+      const [o] = s.scene.objects;
+      expect(s.prompt).toBe(`${o.color === 'orange' ? 'an' : 'a'} ${o.color} ${o.shape} on a ${s.scene.background} background`);
+      expect(specHolds(s.spec, s.scene)).toBe(true);
+    }
+    expect(new Set(clean.map((s) => `${s.scene.objects[0].cell.row},${s.scene.objects[0].cell.col}`)).size).toBe(9);
+    expect(makeClassSample(4, 7)).toEqual(clean[7]);
+    const noisy = Array.from({ length: 300 }, (_, i) => makeClassSample(4, i, 0.3));
+    noisy.forEach((s, i) => expect(s.scene).toEqual(clean[i].scene));
+    const hit = noisy.filter((s) => s.noise.length > 0);
+    expect(hit.length).toBeGreaterThan(100);
+    for (const s of hit) expect(s.prompt).not.toBe(clean[noisy.indexOf(s)].prompt);
+    expect(noisy.some((s) => !/background/.test(s.prompt))).toBe(true);
   });
 });
 

@@ -169,6 +169,28 @@ describe('janus4o synth', () => {
     expect(await fs.readFile(path.join(n, 'text_and_image_to_image.json'), 'utf8')).toBe(await fs.readFile(path.join(tmp, 'a', 'text_and_image_to_image.json'), 'utf8'));
   });
 
+  test('--max-objects 1 writes one object per T2I image and records the cap; edits keep theirs', async () => {
+    const one = path.join(tmp, 'one');
+    await cli(...args, '--max-objects', '1', '--out', one);
+    const records = await readJsonl<{ task: string; output_image: string; source_scene?: unknown }>(path.join(one, 'records.jsonl'));
+    const scenes = (await fs.readFile(path.join(one, 'scenes.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { image: string; scene: { objects: unknown[] } });
+    const byImage = new Map(scenes.map((x) => [x.image, x.scene]));
+    const t2iRecords = records.filter((r) => r.task === 't2i');
+    expect(t2iRecords.length).toBe(30);
+    for (const r of t2iRecords) expect(byImage.get(r.output_image)?.objects).toHaveLength(1);
+    expect(await fs.readFile(path.join(one, 'text_and_image_to_image.json'), 'utf8')).toBe(await fs.readFile(path.join(tmp, 'a', 'text_and_image_to_image.json'), 'utf8'));
+    const manifest = JSON.parse(await fs.readFile(path.join(one, 'shapeworld.json'), 'utf8')) as Record<string, unknown>;
+    expect(manifest.max_objects).toBe(1);
+    expect(JSON.parse(await fs.readFile(path.join(tmp, 'a', 'shapeworld.json'), 'utf8'))).not.toHaveProperty('max_objects');
+    await expect(cli('--t2i', '1', '--max-objects', '5', '--out', path.join(tmp, 'm'))).rejects.toThrow(/max-objects/);
+    const cls = path.join(tmp, 'class');
+    await cli('--t2i', '20', '--edit', '0', '--captions', 'class', '--out', cls);
+    const prompts = (JSON.parse(await fs.readFile(path.join(cls, 'text_to_image.json'), 'utf8')) as { input_prompt: string }[]).map((r) => r.input_prompt);
+    for (const p of prompts) expect(p).toMatch(/^an? \w+ (circle|square|triangle|diamond) on a \w+ background$/);
+    expect(JSON.parse(await fs.readFile(path.join(cls, 'shapeworld.json'), 'utf8'))).toMatchObject({ captions: 'class' });
+    await expect(cli('--t2i', '1', '--captions', 'long', '--out', path.join(tmp, 'c'))).rejects.toThrow(/captions/);
+  });
+
   test('refuses to overwrite without --force, and never replaces a directory it did not write', async () => {
     const a = path.join(tmp, 'a');
     await expect(cli(...args, '--out', a)).rejects.toThrow(/pass --force/);

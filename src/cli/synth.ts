@@ -1,7 +1,7 @@
 /** `janus4o synth`: write a ShapeWorld dataset in the ShareGPT-4o-Image layout (see src/data/synth.ts). */
 import type { CommandModule } from 'yargs';
 import { SingleBar, Presets } from 'cli-progress';
-import { synthesize } from '../data/synth';
+import { SYNTH_CAPTIONS, SynthCaptions, synthesize } from '../data/synth';
 
 export interface SynthArgs {
   t2i: number;
@@ -10,6 +10,8 @@ export interface SynthArgs {
   seed: string;
   out: string;
   'caption-noise': number;
+  'max-objects': number;
+  captions: SynthCaptions;
   force: boolean;
   progress: boolean;
 }
@@ -25,6 +27,8 @@ export const synthCommand: CommandModule<object, SynthArgs> = {
       .option('seed', { type: 'string', default: '1', describe: 'dataset seed; equal options give byte-identical output' })
       .option('out', { type: 'string', demandOption: true, describe: 'output directory' })
       .option('caption-noise', { type: 'number', default: 0, describe: 'probability each stated caption attribute is dropped or wrong' })
+      .option('max-objects', { type: 'number', default: 4, describe: 'most objects in a T2I image (1-4); 1 writes a single-object curriculum set' })
+      .option('captions', { choices: SYNTH_CAPTIONS, default: 'rich' as SynthCaptions, describe: 'T2I captions: rich (varied, 1-4 objects) or class (one object, "a {colour} {shape} on a {background} background")' })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing ShapeWorld dataset at --out' })
       .option('progress', { type: 'boolean', default: true, describe: 'show a progress bar (on a terminal)' }),
   handler: async (a) => {
@@ -39,6 +43,8 @@ export const synthCommand: CommandModule<object, SynthArgs> = {
         size: a.size,
         seed: a.seed,
         captionNoise: a['caption-noise'],
+        maxObjects: a['max-objects'],
+        captions: a.captions,
         force: a.force,
         onProgress: (done, total) => {
           if (!a.progress) return;

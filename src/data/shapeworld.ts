@@ -15,7 +15,7 @@
 import { BACKGROUND_NAMES, BackgroundName, COLOR_NAMES, Cell, ColorName, Scene, SceneObject, SHAPES, Shape } from './scene';
 import { makeRng, Rng, shuffled } from './rng';
 import { ALL_CELLS, EditSample, MAX_OBJECTS, sampleEdit } from './shapeworld_edits';
-import { Mention, PromptSpec, RELATIONS, describeSpec, groupMentions, relationHolds, specHolds } from './shapeworld_text';
+import { Mention, PromptSpec, RELATIONS, classPhrase, describeSpec, groupMentions, relationHolds, specHolds } from './shapeworld_text';
 
 export * from './shapeworld_text';
 export * from './shapeworld_edits';
@@ -66,15 +66,16 @@ function relatedCells(relation: (typeof RELATIONS)[number], rng: Rng): [Cell, Ce
   }
 }
 
-/** Prompt-first: attributes first, then a scene that satisfies them. */
-export function samplePromptFirst(rng: Rng): { spec: PromptSpec; scene: Scene } {
-  const style = rng.pick(['enumerate', 'enumerate', 'position', 'relation'] as const);
+/** Prompt-first: attributes first, then a scene that satisfies them, with at most `maxObjects` objects. */
+export function samplePromptFirst(rng: Rng, maxObjects = MAX_OBJECTS): { spec: PromptSpec; scene: Scene } {
+  // A relation needs two objects; with one allowed, the other styles keep their relative odds.
+  const style = rng.pick(maxObjects >= 2 ? (['enumerate', 'enumerate', 'position', 'relation'] as const) : (['enumerate', 'enumerate', 'position'] as const));
   const background = rng.pick(BACKGROUND_NAMES);
   const statedBackground = rng.chance(0.7) ? background : undefined;
   let spec: PromptSpec;
   let objects: SceneObject[];
   if (style === 'enumerate') {
-    const drawn = Array.from({ length: 1 + rng.int(MAX_OBJECTS) }, () => randomObject(rng));
+    const drawn = Array.from({ length: 1 + rng.int(maxObjects) }, () => randomObject(rng));
     const withColor = rng.chance(0.75);
     const mentions = groupMentions(drawn, withColor);
     // Draw the scene in mention order so object order follows the prompt.
@@ -84,7 +85,7 @@ export function samplePromptFirst(rng: Rng): { spec: PromptSpec; scene: Scene } 
     objects = placeObjects(ordered, rng);
     spec = { mentions };
   } else if (style === 'position') {
-    objects = placeObjects(Array.from({ length: 1 + rng.int(3) }, () => randomObject(rng)), rng);
+    objects = placeObjects(Array.from({ length: 1 + rng.int(Math.min(3, maxObjects)) }, () => randomObject(rng)), rng);
     const withColor = rng.chance(0.85);
     spec = { mentions: objects.map((o) => ({ count: 1, shape: o.shape, ...(withColor ? { color: o.color } : {}), cell: o.cell })) };
   } else {
@@ -98,7 +99,7 @@ export function samplePromptFirst(rng: Rng): { spec: PromptSpec; scene: Scene } 
       { ...b, cell: cb },
     ];
     const mentions: Mention[] = objects.map((o) => ({ count: 1, shape: o.shape, color: o.color }));
-    if (rng.chance(0.3)) {
+    if (rng.chance(0.3) && maxObjects >= 3) {
       const extra = randomObject(rng);
       const free = ALL_CELLS.filter((c) => !objects.some((o) => o.cell.row === c.row && o.cell.col === c.col));
       objects.push({ ...extra, cell: rng.pick(free) });
@@ -110,9 +111,9 @@ export function samplePromptFirst(rng: Rng): { spec: PromptSpec; scene: Scene } 
   return { spec, scene: { background, objects } };
 }
 
-/** Image-first: a scene first, then a complete description of it. */
-export function sampleImageFirst(rng: Rng): { spec: PromptSpec; scene: Scene } {
-  const scene = sampleScene(rng);
+/** Image-first: a scene of at most `maxObjects` objects first, then a complete description of it. */
+export function sampleImageFirst(rng: Rng, maxObjects = MAX_OBJECTS): { spec: PromptSpec; scene: Scene } {
+  const scene = sampleScene(rng, 1 + rng.int(maxObjects));
   const objs = scene.objects;
   const style = rng.pick(objs.length >= 2 ? (['enumerate', 'position', 'relation'] as const) : (['enumerate', 'position'] as const));
   let spec: PromptSpec;
@@ -205,15 +206,37 @@ export function addCaptionNoise(spec: PromptSpec, scene: Scene, p: number, rng: 
   return { spec: out, events };
 }
 
-/** T2I record `index` of the dataset seeded by `seed`. */
-export function makeT2ISample(seed: string | number, index: number, captionNoise = 0): T2ISample {
+/**
+ * T2I record `index` of the dataset seeded by `seed`. `maxObjects` below 4 makes a curriculum set (one object
+ * per image: a fresh model learns to read colour and shape words there long before it does on crowded scenes).
+ */
+export function makeT2ISample(seed: string | number, index: number, captionNoise = 0, maxObjects = MAX_OBJECTS): T2ISample {
+  if (!Number.isInteger(maxObjects) || maxObjects < 1 || maxObjects > MAX_OBJECTS) throw new Error(`maxObjects must be an integer in 1..${MAX_OBJECTS}, got ${maxObjects}`);
   const rng = makeRng(`shapeworld:${seed}:t2i:${index}`);
   const pipeline: Pipeline = rng.chance(0.5) ? 'prompt-first' : 'image-first';
-  const { spec, scene } = pipeline === 'prompt-first' ? samplePromptFirst(rng) : sampleImageFirst(rng);
+  const { spec, scene } = pipeline === 'prompt-first' ? samplePromptFirst(rng, maxObjects) : sampleImageFirst(rng, maxObjects);
   // Noise draws come from their own stream so a dataset and its noisy twin (same seed) share every scene.
   const noisy = addCaptionNoise(spec, scene, captionNoise, makeRng(`shapeworld:${seed}:noise:${index}`));
   const prompt = describeSpec(noisy.spec, rng);
   return { pipeline, prompt, spec: noisy.spec, scene, noise: noisy.events };
+}
+
+/**
+ * Class-caption T2I record `index`: one object in a random cell, captioned only by its class,
+ * `a {colour} {shape} on a {background} background` (noise may drop or change any of the three). The analogue of
+ * Janus-Pro's stage I, which trains generation on ImageNet with category-name prompts before the rich captions
+ * of stage II: with one template the image slots learn to find the colour and shape words by content within a
+ * few hundred steps, which on varied captions they do not (docs/init-scale.md).
+ */
+export function makeClassSample(seed: string | number, index: number, captionNoise = 0): T2ISample {
+  const rng = makeRng(`shapeworld:${seed}:class:${index}`);
+  const scene = sampleScene(rng, 1);
+  const o = scene.objects[0];
+  const spec: PromptSpec = { mentions: [{ count: 1, shape: o.shape, color: o.color }], background: scene.background };
+  const noisy = addCaptionNoise(spec, scene, captionNoise, makeRng(`shapeworld:${seed}:class-noise:${index}`));
+  const bg = noisy.spec.background;
+  const prompt = `${classPhrase(noisy.spec.mentions[0])}${bg ? ` on a ${bg} background` : ''}`;
+  return { pipeline: 'image-first', prompt, spec: noisy.spec, scene, noise: noisy.events };
 }
 
 /** Edit record `index` of the dataset seeded by `seed`. */

@@ -124,6 +124,12 @@ export function mentionPhrase(m: Mention, rng: Rng): string {
   return words.join(' ');
 }
 
+/** "a red circle", "two red circles": a mention in one fixed wording, without its cell (class captions). */
+export function classPhrase(m: Mention): string {
+  const det = m.count === 1 ? article(m.color) : NUMBER_WORDS[m.count];
+  return [det, ...(m.color ? [m.color] : []), m.count === 1 ? m.shape : `${m.shape}s`].join(' ');
+}
+
 export function joinList(items: readonly string[]): string {
   if (items.length <= 1) return items.join('');
   return `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}`;

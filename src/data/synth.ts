@@ -15,7 +15,8 @@
  *                                 edit: {"task": "edit", "index", "category": EditCategory, "ops": EditOp[],
  *                                        "prompt", "input_image", "output_image", "source_scene", "target_scene"}
  *   shapeworld.json               {"format": "shapeworld", "version", "seed", "size", "t2i", "edit",
- *                                  "caption_noise", "images", "vocab_size"}
+ *                                  "caption_noise", "images", "vocab_size"}, plus "max_objects" when below 4 and
+ *                                  "captions" when not "rich"
  *
  * Paths are relative to the directory. Nothing depends on time or machine, so equal options give equal
  * bytes. The directory is built beside the target under a temporary name and renamed into place at the end,
@@ -25,11 +26,14 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 import { renderScene } from './render';
 import type { Scene } from './scene';
-import { SHAPEWORLD_VOCAB, checkScene, makeEditSample, makeT2ISample } from './shapeworld';
+import { MAX_OBJECTS, SHAPEWORLD_VOCAB, checkScene, makeClassSample, makeEditSample, makeT2ISample } from './shapeworld';
 import { UserError } from '../cli/errors';
 
 export const SYNTH_FORMAT_VERSION = 1;
 export const MANIFEST_FILE = 'shapeworld.json';
+
+export const SYNTH_CAPTIONS = ['rich', 'class'] as const;
+export type SynthCaptions = (typeof SYNTH_CAPTIONS)[number];
 
 export interface SynthOptions {
   out: string;
@@ -40,6 +44,13 @@ export interface SynthOptions {
   seed: string | number;
   /** Probability that each stated caption attribute is dropped or wrong (T2I captions only). Default 0. */
   captionNoise?: number;
+  /** Most objects in a T2I image, 1-4 (default 4). Fewer makes a curriculum set; edits always use up to 4. */
+  maxObjects?: number;
+  /**
+   * T2I captions: 'rich' (default; both pipelines, 1 to maxObjects objects, counts, cells, relations) or 'class'
+   * (one object per image, `a {colour} {shape} on a {background} background`; maxObjects is not used).
+   */
+  captions?: SynthCaptions;
   /** Replace an existing dataset at `out` (only one that a previous synth wrote). */
   force?: boolean;
   /** Images rendered at once. Default 4. */
@@ -80,6 +91,9 @@ function checkOptions(o: SynthOptions): void {
   if (!Number.isInteger(o.size) || o.size < 16) throw new UserError(`synth: --size must be an integer >= 16, got ${o.size}`);
   const p = o.captionNoise ?? 0;
   if (!(p >= 0 && p <= 1)) throw new UserError(`synth: --caption-noise must be in [0, 1], got ${p}`);
+  if (o.captions !== undefined && !SYNTH_CAPTIONS.includes(o.captions)) throw new UserError(`synth: --captions must be one of ${SYNTH_CAPTIONS.join(', ')}, got ${String(o.captions)}`);
+  const m = o.maxObjects ?? MAX_OBJECTS;
+  if (!Number.isInteger(m) || m < 1 || m > MAX_OBJECTS) throw new UserError(`synth: --max-objects must be an integer in 1..${MAX_OBJECTS}, got ${m}`);
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -119,6 +133,8 @@ export async function synthesize(options: SynthOptions): Promise<SynthResult> {
   checkOptions(options);
   const { t2i, edit, size, seed } = options;
   const noise = options.captionNoise ?? 0;
+  const maxObjects = options.maxObjects ?? MAX_OBJECTS;
+  const captions = options.captions ?? 'rich';
   const out = path.resolve(options.out);
   // Checked before the long part so a refusal is immediate, and again before the rename.
   await checkTarget(out, options.force ?? false);
@@ -128,7 +144,7 @@ export async function synthesize(options: SynthOptions): Promise<SynthResult> {
   const editJson: object[] = [];
   const records: object[] = [];
   for (let i = 0; i < t2i; i++) {
-    const s = makeT2ISample(seed, i, noise);
+    const s = captions === 'class' ? makeClassSample(seed, i, noise) : makeT2ISample(seed, i, noise, maxObjects);
     const image = `images/t2i_${pad(i)}.png`;
     jobs.push({ file: image, scene: s.scene });
     t2iJson.push({ input_prompt: s.prompt, output_image: image });
@@ -176,6 +192,9 @@ export async function synthesize(options: SynthOptions): Promise<SynthResult> {
       t2i,
       edit,
       caption_noise: noise,
+      // Only when set, so a default dataset's manifest keeps the bytes it had before the option existed.
+      ...(maxObjects !== MAX_OBJECTS && captions === 'rich' ? { max_objects: maxObjects } : {}),
+      ...(captions !== 'rich' ? { captions } : {}),
       images: jobs.length,
       vocab_size: SHAPEWORLD_VOCAB.length,
     };

@@ -147,9 +147,9 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
   // Rank 0 synthesises and prepares shared data; the others wait for it.
   const rank0 = (comm?.rank ?? 0) === 0;
   if (rank0 && !fs.existsSync(path.join(root, 'text_to_image.json'))) {
-    const s = cfg.data.synth ?? { t2i: 2000, edit: 2000, size: 64, seed: 1, caption_noise: 0 };
+    const s = cfg.data.synth ?? { t2i: 2000, edit: 2000, size: 64, seed: 1, caption_noise: 0, max_objects: 4, captions: 'rich' as const };
     log(`data: synthesising ShapeWorld into ${root} (${s.t2i} T2I + ${s.edit} edits, ${s.size} px, seed ${s.seed})`);
-    await synthesize({ out: root, t2i: s.t2i, edit: s.edit, size: s.size, seed: s.seed, captionNoise: s.caption_noise });
+    await synthesize({ out: root, t2i: s.t2i, edit: s.edit, size: s.size, seed: s.seed, captionNoise: s.caption_noise, maxObjects: s.max_objects, captions: s.captions });
   }
   // The tokenizer file too: the other ranks read it as soon as they pass the barrier.
   if (rank0 && !cfg.model.pretrained) shapeworldTokenizer(root);
