@@ -2,6 +2,7 @@
  * `janus4o eval --checkpoint DIR --suite shapeeval`: generate the ShapeEval prompt and edit sets with the
  * model, read the images back with the detector, score them GenEval's way. JSON summary on stdout, the full
  * per-prompt report in a file.
+ * `--suite reading`: the teacher-forced reading probe of generate/reading_probe.ts (no sampling; seconds).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -9,6 +10,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { renderScene } from '../data/render';
 import { ShapeEvalReport, datasetSceneKeys, modelGenerator, runShapeEval, shapeworldTrainingScenes } from '../generate/eval';
 import { UserError } from './errors';
+import { ReadingProbeResult, readingProbe } from '../generate/reading_probe';
 import { SamplingArgs, asUserError, samplingFlags, samplingOptions, startRuntime, tokenProgress } from './generate';
 
 export interface EvalArgs extends SamplingArgs {
@@ -51,8 +53,26 @@ export async function trainingSceneKeys(trainData: string | string[] | undefined
   return new Set();
 }
 
+export const EVAL_SUITES = ['shapeeval', 'reading'] as const;
+
+/** `--suite reading`: the probe's figures, and its full log-probability table in the report file. */
+export async function runReadingEval(a: EvalArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<ReadingProbeResult & { report: string }> {
+  const { runtime } = await startRuntime(a, log);
+  try {
+    const result = await readingProbe(runtime).catch((e: unknown) => {
+      throw asUserError(e);
+    });
+    const file = path.resolve(a.report);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, `${JSON.stringify({ suite: 'reading', checkpoint: runtime.source, ...result }, null, 2)}\n`);
+    return { ...result, report: file };
+  } finally {
+    runtime.dispose();
+  }
+}
+
 export async function runEval(a: EvalArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<ShapeEvalReport & { report: string }> {
-  if (a.suite !== 'shapeeval') throw new UserError(`--suite ${a.suite}: the only suite is shapeeval`);
+  if (a.suite !== 'shapeeval') throw new UserError(`--suite ${a.suite}: runEval runs shapeeval (the reading probe is runReadingEval)`);
   const opts = samplingOptions(a, 'edit', a.cfg2);
   for (const k of ['per-category', 'batch'] as const) {
     if (!Number.isInteger(a[k]) || a[k] < 1) throw new UserError(`--${k} must be a positive integer, got ${a[k]}`);
@@ -90,7 +110,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
   describe: 'ShapeEval: GenEval-style T2I and edit accuracy on held-out ShapeWorld prompts, scored by a detector',
   builder: (y) =>
     samplingFlags(y)
-      .option('suite', { type: 'string', default: 'shapeeval', choices: ['shapeeval'], describe: 'benchmark suite' })
+      .option('suite', { type: 'string', default: 'shapeeval', choices: EVAL_SUITES, describe: 'shapeeval (sampled, detector-scored) or reading (teacher-forced: does the image depend on the colour and shape words?)' })
       .option('cfg2', { type: 'number', default: 5, describe: 'w2 of the edit CFG' })
       .option('per-category', { type: 'number', default: 8, describe: 'T2I prompts per category (six categories)' })
       .option('edits-per-category', { type: 'number', default: 4, describe: 'edits per category (seven categories; 0 skips edits)' })
@@ -98,6 +118,11 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       .option('report', { type: 'string', default: 'shapeeval-report.json', describe: 'where to write the full per-prompt report' })
       .option('batch', { type: 'number', default: 4, describe: 'prompts sampled together' }) as unknown as Argv<EvalArgs>,
   handler: async (a) => {
+    if (a.suite === 'reading') {
+      const p = await runReadingEval(a);
+      process.stdout.write(`${JSON.stringify({ suite: 'reading', margin: Number(p.margin.toFixed(3)), top1: p.top1, colour: p.colour, shape: p.shape, of: p.captions.length, report: p.report })}\n`);
+      return;
+    }
     const r = await runEval(a);
     const summary = { suite: r.suite, seed: r.seed, t2i: r.t2i.summary, edit: r.edit?.summary ?? null, excluded_training_scenes: r.excluded_training_scenes, seconds: r.seconds, report: r.report };
     process.stdout.write(`${JSON.stringify(summary)}\n`);
