@@ -60,4 +60,10 @@ describe('reading probe', () => {
     expect(r.colour).toBeGreaterThanOrEqual(r.top1);
     expect(r.shape).toBeGreaterThanOrEqual(r.top1);
   });
+
+  test('the shipped base reads colour words (the previous one scored chance: margin -0.004, colour 5 of 16)', async () => {
+    const r = await readingProbe(rt);
+    expect(r.margin).toBeGreaterThan(1);
+    expect(r.colour).toBeGreaterThanOrEqual(12);
+  });
 });

@@ -60,9 +60,16 @@ describe('shipped configs', () => {
     const full = loadTrainConfig(path.join(REPO, 'configs/tiny-full.yaml'));
     expect(full.model.pretrained).toBe('checkpoints/pretrained/janus-tiny-base');
     const base = loadTrainConfig(path.join(REPO, 'configs/tiny-base.yaml'));
-    expect(base.model).toMatchObject({ preset: 'tiny', vq_pretrained: 'checkpoints/pretrained/shapeworld-vq' });
+    // The base is trained in two stages; stage 2 starts from stage 1's shipped export. Neither sees an edit.
+    expect(base.model.pretrained).toBe('checkpoints/pretrained/janus-tiny-base-stage1');
     expect(base.data.synth).toMatchObject({ edit: 0, caption_noise: 0.2 });
-    for (const c of [tiny, full, base]) {
+    const stage1 = loadTrainConfig(path.join(REPO, 'configs/tiny-base-stage1.yaml'));
+    expect(stage1.model).toMatchObject({ preset: 'tiny', vq_pretrained: 'checkpoints/pretrained/shapeworld-vq', init: 'unit-input' });
+    expect(stage1.data.synth).toMatchObject({ edit: 0, captions: 'class' });
+    for (const c of [stage1, base]) expect(c.train.betas).toEqual([0.9, 0.95]);
+    // The fine-tunes keep the Janus-4o recipe's optimizer.
+    expect(full.train.betas).toEqual([0.9, 0.999]);
+    for (const c of [tiny, full, base, stage1]) {
       const folder = c.model.pretrained ?? c.model.vq_pretrained;
       expect(fs.existsSync(path.join(REPO, folder!, 'config.json'))).toBe(true);
     }
@@ -135,6 +142,9 @@ describe('config errors name the key path and the file, in one paragraph', () =>
     expect(() => checkConfigPaths(tiny, 'tiny.yaml', tmp)).not.toThrow();
     const strict = { ...tiny, data: { ...tiny.data, synthesize_if_missing: false } };
     expect(errorOf(() => checkConfigPaths(strict, 'tiny.yaml', tmp))).toContain('janus4o synth --t2i 1500 --edit 1500 --size 64 --seed 1 --out data/shapeworld-64');
+    const stage1 = loadTrainConfig(path.join(REPO, 'configs/tiny-base-stage1.yaml'));
+    const strictStage1 = { ...stage1, model: { ...stage1.model, vq_pretrained: undefined }, data: { ...stage1.data, synthesize_if_missing: false } };
+    expect(errorOf(() => checkConfigPaths(strictStage1, 'stage1.yaml', tmp))).toContain('--seed 4 --captions class --out data/shapeworld-64-class');
   });
 });
 

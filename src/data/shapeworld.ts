@@ -206,10 +206,7 @@ export function addCaptionNoise(spec: PromptSpec, scene: Scene, p: number, rng: 
   return { spec: out, events };
 }
 
-/**
- * T2I record `index` of the dataset seeded by `seed`. `maxObjects` below 4 makes a curriculum set (one object
- * per image: a fresh model learns to read colour and shape words there long before it does on crowded scenes).
- */
+/** T2I record `index` of the dataset seeded by `seed`, with at most `maxObjects` objects (simpler sets). */
 export function makeT2ISample(seed: string | number, index: number, captionNoise = 0, maxObjects = MAX_OBJECTS): T2ISample {
   if (!Number.isInteger(maxObjects) || maxObjects < 1 || maxObjects > MAX_OBJECTS) throw new Error(`maxObjects must be an integer in 1..${MAX_OBJECTS}, got ${maxObjects}`);
   const rng = makeRng(`shapeworld:${seed}:t2i:${index}`);
@@ -226,7 +223,7 @@ export function makeT2ISample(seed: string | number, index: number, captionNoise
  * `a {colour} {shape} on a {background} background` (noise may drop or change any of the three). The analogue of
  * Janus-Pro's stage I, which trains generation on ImageNet with category-name prompts before the rich captions
  * of stage II: with one template the image slots learn to find the colour and shape words by content within a
- * few hundred steps, which on varied captions they do not (docs/init-scale.md).
+ * few hundred steps, which on varied captions they do not (docs/base-curriculum.md).
  */
 export function makeClassSample(seed: string | number, index: number, captionNoise = 0): T2ISample {
   const rng = makeRng(`shapeworld:${seed}:class:${index}`);
