@@ -6,6 +6,9 @@ import { renderScene } from '../src/data/render';
 import { makeRng } from '../src/data/rng';
 import { loadImagePixels, loadRuntime, GenerationRuntime } from '../src/generate/runtime';
 import { PROBE_COLORS, PROBE_SHAPES, readingProbe } from '../src/generate/reading_probe';
+import { EvalArgs, runReadingEval } from '../src/cli/eval';
+import * as fs from 'fs';
+import * as os from 'os';
 
 const BASE = path.join(__dirname, '..', 'checkpoints', 'pretrained', 'janus-tiny-base');
 
@@ -59,6 +62,17 @@ describe('reading probe', () => {
     expect(r.top1).toBe(top1);
     expect(r.colour).toBeGreaterThanOrEqual(r.top1);
     expect(r.shape).toBeGreaterThanOrEqual(r.top1);
+  });
+
+  test('janus4o eval --suite reading writes the table to --report and returns the summary', async () => {
+    const report = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'reading-')), 'r.json');
+    const args = { checkpoint: BASE, suite: 'reading', report, backend: 'wasm', progress: false } as unknown as EvalArgs;
+    const r = await runReadingEval(args, () => undefined);
+    expect(r.report).toBe(report);
+    const saved = JSON.parse(fs.readFileSync(report, 'utf8')) as { suite: string; margin: number; logp: number[][] };
+    expect(saved.suite).toBe('reading');
+    expect(saved.margin).toBeCloseTo(r.margin, 6);
+    expect(saved.logp).toHaveLength(16);
   });
 
   test('the shipped base reads colour words (the previous one scored chance: margin -0.004, colour 5 of 16)', async () => {

@@ -54,6 +54,8 @@ export async function trainingSceneKeys(trainData: string | string[] | undefined
 }
 
 export const EVAL_SUITES = ['shapeeval', 'reading'] as const;
+/** --report's default; the reading suite writes reading-report.json instead unless told otherwise. */
+const DEFAULT_REPORT = 'shapeeval-report.json';
 
 /** `--suite reading`: the probe's figures, and its full log-probability table in the report file. */
 export async function runReadingEval(a: EvalArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<ReadingProbeResult & { report: string }> {
@@ -62,7 +64,7 @@ export async function runReadingEval(a: EvalArgs, log: (line: string) => void = 
     const result = await readingProbe(runtime).catch((e: unknown) => {
       throw asUserError(e);
     });
-    const file = path.resolve(a.report);
+    const file = path.resolve(a.report === DEFAULT_REPORT ? 'reading-report.json' : a.report);
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, `${JSON.stringify({ suite: 'reading', checkpoint: runtime.source, ...result }, null, 2)}\n`);
     return { ...result, report: file };
@@ -115,7 +117,7 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       .option('per-category', { type: 'number', default: 8, describe: 'T2I prompts per category (six categories)' })
       .option('edits-per-category', { type: 'number', default: 4, describe: 'edits per category (seven categories; 0 skips edits)' })
       .option('train-data', { type: 'string', array: true, describe: 'ShapeWorld dataset(s) the model was trained on (their scenes are excluded); repeat it to compare models on one prompt set' })
-      .option('report', { type: 'string', default: 'shapeeval-report.json', describe: 'where to write the full per-prompt report' })
+      .option('report', { type: 'string', default: DEFAULT_REPORT, describe: 'where to write the full report (--suite reading: reading-report.json by default)' })
       .option('batch', { type: 'number', default: 4, describe: 'prompts sampled together' }) as unknown as Argv<EvalArgs>,
   handler: async (a) => {
     if (a.suite === 'reading') {

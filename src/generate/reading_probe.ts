@@ -13,6 +13,7 @@ import { collate } from '../data/batch';
 import { renderScene } from '../data/render';
 import { makeRng } from '../data/rng';
 import type { Cell, ColorName, Shape } from '../data/scene';
+import { classPhrase } from '../data/shapeworld_text';
 import { GenerationRuntime, loadImagePixels } from './runtime';
 
 export const PROBE_COLORS: readonly ColorName[] = ['red', 'green', 'blue', 'yellow'];
@@ -43,7 +44,7 @@ export async function readingProbe(rt: GenerationRuntime, cell: Cell = { row: 1,
     pixels.dispose();
   }
   const n = images[0].length;
-  const captions = combos.map(({ color, shape }) => `${color === 'orange' ? 'an' : 'a'} ${color} ${shape} on a white background`);
+  const captions = combos.map(({ color, shape }) => `${classPhrase({ count: 1, color, shape })} on a white background`);
   const logp: number[][] = [];
   for (const prompt of captions) {
     const batch = collate(
