@@ -5,6 +5,7 @@ import { collate } from '../src/data/batch';
 import { renderScene } from '../src/data/render';
 import { makeRng } from '../src/data/rng';
 import { loadImagePixels, loadRuntime, GenerationRuntime } from '../src/generate/runtime';
+import { batchInput, perPositionCE } from '../src/train/step';
 import { PROBE_COLORS, PROBE_SHAPES, readingProbe } from '../src/generate/reading_probe';
 import { EvalArgs, runReadingEval } from '../src/cli/eval';
 import * as fs from 'fs';
@@ -21,9 +22,8 @@ async function singleRow(rt: GenerationRuntime, prompt: string, colour: (typeof 
   tf.dispose([pixels, ids]);
   const b = collate([{ task: 't2i', prompt, target }], rt.templates, target.length, { textMaskProb: 0, imageMaskProb: 0, lossAlignment: 'full' }, () => makeRng('one'));
   const v = tf.tidy(() => {
-    const logits = rt.model.forward({ textIds: b.textIds, attentionMask: b.attentionMask, positionIds: b.positionIds, genTokens: { positions: b.genPositions, ids: b.genIds } }, { imageLogitsAt: b.lossPositions }).imageLogits!;
-    const logp = tf.logSoftmax(logits);
-    return tf.sum(tf.mul(logp, tf.oneHot(tf.tensor1d(b.lossTargets, 'int32'), logits.shape[1])));
+    const logits = rt.model.forward(batchInput(rt.model, b, null), { imageLogitsAt: b.lossPositions }).imageLogits!;
+    return tf.neg(tf.sum(perPositionCE(logits, tf.tensor1d(b.lossTargets, 'int32'))));
   });
   const out = (await v.data())[0];
   v.dispose();

@@ -15,6 +15,7 @@ import { makeRng } from '../data/rng';
 import type { Cell, ColorName, Shape } from '../data/scene';
 import { classPhrase } from '../data/shapeworld_text';
 import { GenerationRuntime, loadImagePixels } from './runtime';
+import { batchInput, perPositionCE } from '../train/step';
 
 export const PROBE_COLORS: readonly ColorName[] = ['red', 'green', 'blue', 'yellow'];
 export const PROBE_SHAPES: readonly Shape[] = ['circle', 'square', 'triangle', 'diamond'];
@@ -54,14 +55,11 @@ export async function readingProbe(rt: GenerationRuntime, cell: Cell = { row: 1,
       { textMaskProb: 0, imageMaskProb: 0, lossAlignment: 'full' },
       (k) => makeRng(`reading-probe:${k}`),
     );
+    // The training step's own input mapping and per-position cross-entropy: log p = -CE.
     const perImage = tf.tidy(() => {
-      const out = model.forward(
-        { textIds: batch.textIds, attentionMask: batch.attentionMask, positionIds: batch.positionIds, genTokens: { positions: batch.genPositions, ids: batch.genIds } },
-        { imageLogitsAt: batch.lossPositions },
-      );
-      const logits = out.imageLogits!;
-      const picked = tf.sum(tf.mul(tf.logSoftmax(logits), tf.oneHot(tf.tensor1d(batch.lossTargets, 'int32'), logits.shape[1])), 1);
-      return tf.sum(tf.reshape(picked, [images.length, n]), 1);
+      const logits = model.forward(batchInput(model, batch, null), { imageLogitsAt: batch.lossPositions }).imageLogits!;
+      const ce = perPositionCE(logits, tf.tensor1d(batch.lossTargets, 'int32'));
+      return tf.neg(tf.sum(tf.reshape(ce, [images.length, n]), 1));
     });
     logp.push(Array.from(await perImage.data()));
     perImage.dispose();

@@ -14,6 +14,7 @@ import { UserError } from '../cli/errors';
 import { DEFAULT_NO_DECAY } from './optimizer';
 import { INIT_SCHEMES } from '../model/init_scheme';
 import { SYNTH_CAPTIONS } from '../data/synth';
+import { MAX_OBJECTS } from '../data/shapeworld_edits';
 
 const int = (min: number, what: string) => z.number().int({ message: `must be an integer` }).min(min, { message: `must be ${what}` });
 const prob = z.number().min(0, { message: 'must be between 0 and 1' }).max(1, { message: 'must be between 0 and 1' });
@@ -70,11 +71,16 @@ const synthSchema = z
     seed: int(0, 'a non-negative integer').default(1),
     caption_noise: prob.default(0),
     /** Most objects in a T2I image (1-4); 1 writes a single-object curriculum set. */
-    max_objects: int(1, 'an integer from 1 to 4').max(4, 'max_objects must be at most 4').default(4),
+    max_objects: int(1, `an integer from 1 to ${MAX_OBJECTS}`).max(MAX_OBJECTS, `max_objects must be at most ${MAX_OBJECTS}`).default(MAX_OBJECTS),
     /** T2I captions: rich (default) or class (one object, "a {colour} {shape} on a {background} background"). */
     captions: z.enum(SYNTH_CAPTIONS).default('rich'),
   })
   .strict();
+
+/** data.synth when a config leaves it out: what `janus4o synth` writes by default. */
+export function synthDefaults(): z.infer<typeof synthSchema> {
+  return synthSchema.parse({});
+}
 
 const dataSchema = z
   .object({
@@ -464,8 +470,8 @@ export function checkConfigPaths(cfg: TrainConfig, source: string, baseDir = pro
     );
   }
   if (!cfg.data.synthesize_if_missing) {
-    const s = cfg.data.synth ?? synthSchema.parse({});
-    const extra = `${s.caption_noise ? ` --caption-noise ${s.caption_noise}` : ''}${s.max_objects !== 4 ? ` --max-objects ${s.max_objects}` : ''}${s.captions !== 'rich' ? ` --captions ${s.captions}` : ''}`;
+    const s = cfg.data.synth ?? synthDefaults();
+    const extra = `${s.caption_noise ? ` --caption-noise ${s.caption_noise}` : ''}${s.max_objects !== MAX_OBJECTS ? ` --max-objects ${s.max_objects}` : ''}${s.captions !== 'rich' ? ` --captions ${s.captions}` : ''}`;
     throw new UserError(
       `data.root in ${source} points at ${root}, which does not exist and data.synthesize_if_missing is false. ` +
         `Create it with \`janus4o synth --t2i ${s.t2i} --edit ${s.edit} --size ${s.size} --seed ${s.seed}${extra} --out ${cfg.data.root}\`.`,

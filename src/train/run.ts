@@ -25,7 +25,7 @@ import { Janus4o } from '../model/janus';
 import { loadImage } from '../tokenizer/image';
 import { WordTokenizer } from '../tokenizer/word';
 import { findLatestCheckpoint, loadCheckpoint, resolveCheckpoint, checkResumeConfig } from './checkpoint';
-import { TrainConfig, checkConfigPaths, configHash } from './config';
+import { TrainConfig, checkConfigPaths, configHash, synthDefaults } from './config';
 import { initDistributed } from './distributed/init';
 import { readDistEnv } from './distributed/env';
 import type { Communicator } from './distributed/collectives';
@@ -147,7 +147,7 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
   // Rank 0 synthesises and prepares shared data; the others wait for it.
   const rank0 = (comm?.rank ?? 0) === 0;
   if (rank0 && !fs.existsSync(path.join(root, 'text_to_image.json'))) {
-    const s = cfg.data.synth ?? { t2i: 2000, edit: 2000, size: 64, seed: 1, caption_noise: 0, max_objects: 4, captions: 'rich' as const };
+    const s = cfg.data.synth ?? synthDefaults();
     log(`data: synthesising ShapeWorld into ${root} (${s.t2i} T2I + ${s.edit} edits, ${s.size} px, seed ${s.seed})`);
     await synthesize({ out: root, t2i: s.t2i, edit: s.edit, size: s.size, seed: s.seed, captionNoise: s.caption_noise, maxObjects: s.max_objects, captions: s.captions });
   }
