@@ -17,6 +17,8 @@ import { UserError, reportCliError } from '../src/cli/errors';
 import { EditArgs, runEdit } from '../src/cli/edit';
 import { EvalArgs, runEval, trainingSceneKeys } from '../src/cli/eval';
 import { synthesize } from '../src/data/synth';
+import { modelGenerator } from '../src/generate/eval';
+import { loadRuntime } from '../src/generate/runtime';
 import { GenerateArgs, generateCommand, runGenerate } from '../src/cli/generate';
 
 let root: string;
@@ -153,6 +155,20 @@ describe('janus4o edit and eval', () => {
     expect(r.t2i.items).toHaveLength(6);
     expect(r.edit!.items).toHaveLength(7);
     expect(JSON.parse(await fs.readFile(report, 'utf8'))).toMatchObject({ suite: 'shapeeval', checkpoint: ckpt });
+  });
+
+  test('eval --edit-temperature: edits sample at their own temperature (greedy edits repeat, sampled ones vary)', async () => {
+    const rt = await loadRuntime(ckpt);
+    try {
+      const items = [{ instruction: 'remove the red circle', source: await renderScene(makeEditSample(1, 0).source, 64) }];
+      const [[a, b]] = await modelGenerator(rt, { seed: 3 }, { seed: 3, temperature: 0 }).edit!(items, 2);
+      expect(a.equals(b)).toBe(true);
+      const [[c, d]] = await modelGenerator(rt, { seed: 3 }).edit!(items, 2);
+      expect(c.equals(d)).toBe(false);
+    } finally {
+      rt.dispose();
+    }
+    await expect(runEval({ ...genArgs({ n: 1 }), suite: 'shapeeval', cfg2: 5, 'per-category': 1, 'edits-per-category': 1, report: path.join(root, 'r.json'), batch: 8, 'edit-temperature': -1 } as EvalArgs, quiet)).rejects.toThrow(/--edit-temperature must be a number >= 0/);
   });
 
   test('eval --train-data given twice keeps both datasets\' scenes out (one prompt set for two models)', async () => {

@@ -83,7 +83,7 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
 
   const report = `report:
   enabled: true
-  shapeeval: { per_category: 1, edits_per_category: 1, images_per_prompt: 1 }
+  shapeeval: { per_category: 1, edits_per_category: 1, images_per_prompt: 1, cfg: 1.5, cfg2: 1, temperature: 0.7, edit_temperature: 0.4 }
   samples: ["a red circle"]
   edit_examples: 2`;
   const tuned = cli(['train', '--config', config('tuned', `  pretrained: ${exported}`, data, report)]);
@@ -101,6 +101,9 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
   for (const im of imgs) expect(fs.existsSync(path.join(path.dirname(html), im.attrs.src))).toBe(true);
   for (const id of ['facts', 'curves', 'lr', 'heldout', 'shapeeval', 'samples', 'edits']) expect(() => byId(doc, id)).not.toThrow();
   expect(text(byId(doc, 'samples'))).not.toContain('not generated');
+  // The ShapeEval note and the command that reproduces it carry the report's sampling settings.
+  expect(text(byId(doc, 'shapeeval'))).toContain('CFG 1.5/1, temperature 0.7 (edits 0.4)');
+  expect(text(byId(doc, 'reproduce'))).toMatch(/--cfg 1\.5 --cfg2 1 --temperature 0\.7 --edit-temperature 0\.4/);
   // Held-out condition use, measured before and after: a number in both columns of each row.
   const heldRows = byName(byId(doc, 'heldout'), 'tr').map((r) => byName(r, 'td').map(text)).filter((r) => r.length);
   // The held-out records are the tail of each task, so both conditions get a row.

@@ -8,6 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Argv, CommandModule } from 'yargs';
 import { renderScene } from '../data/render';
+import type { SamplingOptions } from '../generate/sampler';
 import { ShapeEvalReport, datasetSceneKeys, modelGenerator, runShapeEval, shapeworldTrainingScenes } from '../generate/eval';
 import { UserError } from './errors';
 import { ReadingProbeResult, readingProbe } from '../generate/reading_probe';
@@ -22,6 +23,8 @@ export interface EvalArgs extends SamplingArgs {
   'train-data'?: string | string[];
   report: string;
   batch: number;
+  /** Softmax temperature of the edits (default: --temperature). */
+  'edit-temperature'?: number;
 }
 
 /**
@@ -76,6 +79,8 @@ export async function runReadingEval(a: EvalArgs, log: (line: string) => void = 
 export async function runEval(a: EvalArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<ShapeEvalReport & { report: string }> {
   if (a.suite !== 'shapeeval') throw new UserError(`--suite ${a.suite}: runEval runs shapeeval (the reading probe is runReadingEval)`);
   const opts = samplingOptions(a, 'edit', a.cfg2);
+  const editTemperature = a['edit-temperature'] ?? a.temperature;
+  if (!Number.isFinite(editTemperature) || editTemperature < 0) throw new UserError(`--edit-temperature must be a number >= 0, got ${a['edit-temperature']}`);
   for (const k of ['per-category', 'batch'] as const) {
     if (!Number.isInteger(a[k]) || a[k] < 1) throw new UserError(`--${k} must be a positive integer, got ${a[k]}`);
   }
@@ -85,7 +90,8 @@ export async function runEval(a: EvalArgs, log: (line: string) => void = (l) => 
   try {
     const exclude = await trainingSceneKeys(a['train-data'], runtime.source, log);
     const size = runtime.model.config.imageSize;
-    const report = await runShapeEval(modelGenerator(runtime, { ...opts, onProgress: (p) => bar.update(p, '') }), {
+    const sampling: SamplingOptions = { ...opts, onProgress: (p) => bar.update(p, '') };
+    const report = await runShapeEval(modelGenerator(runtime, sampling, { ...sampling, temperature: editTemperature }), {
       seed: a.seed,
       perCategory: a['per-category'],
       editsPerCategory: a['edits-per-category'],
@@ -98,7 +104,7 @@ export async function runEval(a: EvalArgs, log: (line: string) => void = (l) => 
     });
     const file = path.resolve(a.report);
     fs.mkdirSync(path.dirname(file), { recursive: true });
-    const full = { ...report, checkpoint: runtime.source, backend, cfg: a.cfg, cfg2: a.cfg2, temperature: a.temperature };
+    const full = { ...report, checkpoint: runtime.source, backend, cfg: a.cfg, cfg2: a.cfg2, temperature: a.temperature, edit_temperature: editTemperature };
     fs.writeFileSync(file, `${JSON.stringify(full, null, 2)}\n`);
     return { ...full, report: file };
   } finally {
@@ -118,7 +124,8 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
       .option('edits-per-category', { type: 'number', default: 4, describe: 'edits per category (seven categories; 0 skips edits)' })
       .option('train-data', { type: 'string', array: true, describe: 'ShapeWorld dataset(s) the model was trained on (their scenes are excluded); repeat it to compare models on one prompt set' })
       .option('report', { type: 'string', default: DEFAULT_REPORT, describe: 'where to write the full report (--suite reading: reading-report.json by default)' })
-      .option('batch', { type: 'number', default: 4, describe: 'prompts sampled together' }) as unknown as Argv<EvalArgs>,
+      .option('batch', { type: 'number', default: 4, describe: 'prompts sampled together' })
+      .option('edit-temperature', { type: 'number', describe: 'softmax temperature of the edits (default: --temperature); copying the input image wants a lower one than drawing a new scene' }) as unknown as Argv<EvalArgs>,
   handler: async (a) => {
     if (a.suite === 'reading') {
       const p = await runReadingEval(a);

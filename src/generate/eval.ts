@@ -209,9 +209,9 @@ export async function runShapeEval(gen: ShapeEvalGenerator, opts: ShapeEvalOptio
 
 /**
  * The generator of a loaded model. Jobs are keyed by their running index so every prompt of the suite has
- * its own random streams, whatever the batch size.
+ * its own random streams, whatever the batch size. Edits may sample with their own options (`editSampling`).
  */
-export function modelGenerator(rt: GenerationRuntime, sampling: SamplingOptions): ShapeEvalGenerator {
+export function modelGenerator(rt: GenerationRuntime, sampling: SamplingOptions, editSampling: SamplingOptions = sampling): ShapeEvalGenerator {
   let t2iJobs = 0;
   let editJobs = 0;
   const chunks = <T>(xs: readonly T[], n: number): T[][] => Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, (i + 1) * n));
@@ -232,7 +232,7 @@ export function modelGenerator(rt: GenerationRuntime, sampling: SamplingOptions)
           }
         }
         const jobs = items.map((it, i) => ({ instruction: it.instruction, sourceIds: sources[i].ids, sourceFeatures: sources[i].features, count, index: editJobs++ }));
-        const res = await generateEdits(rt.model, rt.templates, jobs, sampling);
+        const res = await generateEdits(rt.model, rt.templates, jobs, editSampling);
         return chunks(await rt.decode(res.ids.flat()), count);
       } finally {
         for (const s of sources) s.features.dispose();

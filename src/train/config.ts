@@ -148,6 +148,10 @@ const shapeEvalSchema = z
     seed: int(0, 'a non-negative integer').default(0),
     cfg: z.number().min(0, { message: 'must be >= 0' }).default(5),
     cfg2: z.number().min(0, { message: 'must be >= 0' }).default(5),
+    /** Softmax temperature of the samples (1 = the reference; 0 = greedy). */
+    temperature: z.number().min(0, { message: 'must be >= 0' }).default(1),
+    /** Softmax temperature of the edits (absent: temperature). */
+    edit_temperature: z.number().min(0, { message: 'must be >= 0' }).optional(),
   })
   .strict();
 

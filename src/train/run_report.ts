@@ -49,9 +49,10 @@ export async function showcase(model: Janus4o, tpl: PromptIds, vocab: number, cf
   const se = r.shapeeval;
   const rt = runtimeFromModel(model, tpl, vocab, 'training run');
   const size = model.config.imageSize;
-  const sampling = { cfg: se.cfg, cfg2: se.cfg2, temperature: 1, seed: se.seed };
+  const sampling = { cfg: se.cfg, cfg2: se.cfg2, temperature: se.temperature, seed: se.seed };
+  const editSampling = { ...sampling, temperature: se.edit_temperature ?? se.temperature };
   let last = 0;
-  const report = await runShapeEval(modelGenerator(rt, sampling), {
+  const report = await runShapeEval(modelGenerator(rt, sampling, editSampling), {
     seed: se.seed,
     perCategory: se.per_category,
     editsPerCategory: se.edits_per_category,
@@ -66,7 +67,7 @@ export async function showcase(model: Janus4o, tpl: PromptIds, vocab: number, cf
     },
   });
   // A fresh generator: the fixed prompts get the same random streams for every model.
-  const gen = modelGenerator(rt, sampling);
+  const gen = modelGenerator(rt, sampling, editSampling);
   const samples: Buffer[] = [];
   for (const prompt of r.samples) samples.push(await pngRow((await gen.t2i([prompt], 4))[0]));
   const edits: Showcase['edits'] = [];
@@ -164,11 +165,11 @@ export async function writeRunReport(cfg: TrainConfig, base: Showcase | null, tu
     shapeEval: {
       base: base?.shapeEval ?? null,
       finetuned: tuned.shapeEval,
-      note: `${se.per_category} T2I prompts and ${se.edits_per_category} edits per category, ${se.images_per_prompt} images each, CFG ${se.cfg}/${se.cfg2}, seed ${se.seed}; scenes of the training data excluded`,
+      note: `${se.per_category} T2I prompts and ${se.edits_per_category} edits per category, ${se.images_per_prompt} images each, CFG ${se.cfg}/${se.cfg2}, temperature ${se.temperature}${se.edit_temperature !== undefined ? ` (edits ${se.edit_temperature})` : ''}, seed ${se.seed}; scenes of the training data excluded`,
     },
     samples: cfg.report.samples.map((prompt, i) => ({ prompt, base: base?.samples[i] ?? null, finetuned: tuned.samples[i] })),
     edits: tuned.edits.map((e, i) => ({ instruction: e.instruction, category: e.category, input: e.input, base: base?.edits[i]?.output ?? null, finetuned: e.output })),
-    reproduce: [`janus4o eval --checkpoint ${dir} --per-category ${se.per_category} --edits-per-category ${se.edits_per_category} -n ${se.images_per_prompt} --seed ${se.seed}`],
+    reproduce: [`janus4o eval --checkpoint ${dir} --per-category ${se.per_category} --edits-per-category ${se.edits_per_category} -n ${se.images_per_prompt} --seed ${se.seed} --cfg ${se.cfg} --cfg2 ${se.cfg2} --temperature ${se.temperature}${se.edit_temperature !== undefined ? ` --edit-temperature ${se.edit_temperature}` : ''}`],
   };
   return writeReport(dir, data);
 }
