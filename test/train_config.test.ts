@@ -1,9 +1,10 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import YAML from 'yaml';
 import { UserError } from '../src/cli/errors';
 import { checkResumeConfig, diffConfigs } from '../src/train/checkpoint';
-import { canonicalJson, checkConfigPaths, configHash, loadTrainConfig, nearestKey, splitOverrideArgs, TrainConfig, trainableFilter } from '../src/train/config';
+import { canonicalJson, checkConfigPaths, configHash, loadTrainConfig, nearestKey, parseTrainConfig, splitOverrideArgs, TrainConfig, trainableFilter } from '../src/train/config';
 
 const REPO = path.resolve(__dirname, '..');
 let tmp: string;
@@ -69,6 +70,14 @@ describe('shipped configs', () => {
     for (const c of [stage1, base]) expect(c.train.betas).toEqual([0.9, 0.95]);
     // The fine-tunes keep the Janus-4o recipe's optimizer.
     expect(full.train.betas).toEqual([0.9, 0.999]);
+    // janus4o-tiny's cycles 2-4 repeat cycle 1's data and schedule from the previous cycle's weights (a folder the user
+    // trains first, so only parsed here, not checked on disk).
+    const cycleRaw = YAML.parse(fs.readFileSync(path.join(REPO, 'configs/tiny-full-cycle.yaml'), 'utf8')) as unknown;
+    const cycle = parseTrainConfig(cycleRaw, 'configs/tiny-full-cycle.yaml');
+    expect(cycle.model.pretrained).toBe(`${full.checkpoint.dir}/step-${String(full.train.max_steps).padStart(6, '0')}`);
+    expect(cycle.data).toEqual(full.data);
+    expect(cycle.train).toEqual(full.train);
+    expect(cycle.distributed).toEqual(full.distributed);
     for (const c of [tiny, full, base, stage1]) {
       const folder = c.model.pretrained ?? c.model.vq_pretrained;
       expect(fs.existsSync(path.join(REPO, folder!, 'config.json'))).toBe(true);
