@@ -57,6 +57,21 @@ describe('position ids of rows', () => {
     expect(() => strided.editPrefix(long, n)).toThrow(/too long.*edit_target_offset/);
   });
 
+  test('an offset below the X block overlays it: the position predicting target token k shares X token k\'s id, whatever the instruction', () => {
+    const overlaid = promptIds(tok, { stride: 4, editTargetOffset: 4 });
+    for (const instruction of ['a', Array.from({ length: 40 }, () => 'red').join(' ')]) {
+      const prefix = overlaid.editPrefix(instruction, n);
+      const pos = prefix.positions!;
+      const [x0] = prefix.xBlock;
+      // The final BOI predicts target token 0 and sits on X token 0; target token k - 1 (4k ids after it) on X token k.
+      expect(pos[pos.length - 1]).toBe(pos[x0]);
+      const row = collate([{ task: 'edit', prompt: instruction, target: Array.from({ length: n }, (_, k) => k), source: Array.from({ length: n }, (_, k) => k), sourceImage: 0 }], overlaid, n, noMask, (k) => makeRng(`o${k}`));
+      const ids = row.positionIds![0];
+      const boi = prefix.ids.length - 1;
+      for (let k = 0; k < n; k++) expect(ids[boi + k]).toBe(ids[x0 + k]);
+    }
+  });
+
   test('a stride without an offset keeps the tokens after X consecutive', () => {
     const e = plain.editPrefix('make the circle red', n);
     const pos = editPrefixPositions(e.ids.length, e.xBlock, { stride: 2, editTargetOffset: null });
@@ -114,13 +129,17 @@ describe('a strided model', () => {
     model.dispose();
   });
 
-  test('KV-cache sampling equals recomputing the whole sequence (T2I and edits), tensor count flat', async () => {
-    const model = Janus4o.create(stridedConfig(), { seed: 4 });
+  test.each([
+    ['after X', STRIDED],
+    ['overlaying X', { stride: 4, editTargetOffset: 4 }],
+  ])('KV-cache sampling equals recomputing the whole sequence (T2I and edits, edit targets %s), tensor count flat', async (_, positions) => {
+    const model = Janus4o.create({ ...stridedConfig(), imagePositions: positions }, { seed: 4 });
+    const ids = promptIds(tok, positions);
     const features = tf.randomNormal([n, model.config.llm.hiddenSize], 0, 1, 'float32', 5) as tf.Tensor2D;
     const source = Array.from({ length: n }, (_, i) => (i * 7) % model.config.vq.codebookSize);
     const run = async (useCache: boolean) => {
-      const t = await generateT2I(model, strided, [{ prompt: 'a red circle', count: 2 }], { seed: 1, useCache });
-      const e = await generateEdits(model, strided, [{ instruction: 'make the circle red', sourceIds: source, sourceFeatures: features, count: 1 }], { seed: 1, useCache });
+      const t = await generateT2I(model, ids, [{ prompt: 'a red circle', count: 2 }], { seed: 1, useCache });
+      const e = await generateEdits(model, ids, [{ instruction: 'make the circle red', sourceIds: source, sourceFeatures: features, count: 1 }], { seed: 1, useCache });
       return [t.ids, e.ids];
     };
     const cached = await run(true);
@@ -157,9 +176,11 @@ describe('config', () => {
     expect(() => janusConfigFromHf({ ...hf, janus4o_image_positions: { stride: 'four' } })).toThrow(/janus4o_image_positions must be/);
   });
 
-  test('bad values are named: stride, and an offset that does not clear the X block', () => {
+  test('bad values are named: stride, and an offset that is not a non-negative integer', () => {
     expect(() => presetConfig('tiny', { imagePositions: { stride: 0, editTargetOffset: null } })).toThrow(/imagePositions.stride must be a positive integer/);
-    expect(() => presetConfig('tiny', { imagePositions: { stride: 4, editTargetOffset: 100 } })).toThrow(/editTargetOffset must be an integer >= 258/);
+    expect(() => presetConfig('tiny', { imagePositions: { stride: 4, editTargetOffset: -4 } })).toThrow(/editTargetOffset must be a non-negative integer/);
+    expect(() => presetConfig('tiny', { imagePositions: { stride: 4, editTargetOffset: 2.5 } })).toThrow(/editTargetOffset must be a non-negative integer/);
+    expect(presetConfig('tiny', { imagePositions: { stride: 4, editTargetOffset: 0 } }).imagePositions).toEqual({ stride: 4, editTargetOffset: 0 });
   });
 
   test('a training config takes model.overrides.imagePositions and checks its keys', () => {

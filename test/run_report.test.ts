@@ -86,8 +86,13 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
   shapeeval: { per_category: 1, edits_per_category: 1, images_per_prompt: 1, cfg: 1.5, cfg2: 1, temperature: 0.7, edit_temperature: 0.4 }
   samples: ["a red circle"]
   edit_examples: 2`;
-  const tuned = cli(['train', '--config', config('tuned', `  pretrained: ${exported}`, data, report)]);
+  // New image positions are the one architecture override a pretrained model takes (they are not weights).
+  const positions = `  overrides:\n    imagePositions: { stride: 2, editTargetOffset: 2 }`;
+  const tuned = cli(['train', '--config', config('tuned', `  pretrained: ${exported}\n${positions}`, data, report)]);
   expectOk(tuned);
+  expect(tuned.out).toContain('image positions from model.overrides: 2 ids apart, edit targets 2 ids after their input');
+  const last = fs.readdirSync(path.join(tmp, 'tuned')).filter((d) => d.startsWith('step-')).sort().pop()!;
+  expect(JSON.parse(fs.readFileSync(path.join(tmp, 'tuned', last, 'config.json'), 'utf8')).imagePositions).toEqual({ stride: 2, editTargetOffset: 2 });
   expect(tuned.out).toMatch(/report: starting model ShapeEval T2I overall [\d.]+%, edit overall [\d.]+%/);
   const where = /report: (\/\S+report\.html)/.exec(tuned.out);
   expect(where).not.toBeNull();
@@ -139,6 +144,10 @@ test('bad vq_pretrained and train-vq inputs are one-paragraph errors', () => {
   const both = cli(['train', '--config', config('bad2', `  pretrained: ${path.join(tmp, 'x')}\n  vq_pretrained: ${path.join(tmp, 'y')}`, data)]);
   expect(both.code).not.toBe(0);
   expect(both.out).toMatch(/model\.vq_pretrained.*applies to a preset model only/);
+  const resized = cli(['train', '--config', config('bad3', `  pretrained: ${path.join(tmp, 'base-model')}\n  overrides:\n    llm: { hiddenSize: 64 }`, data)]);
+  expect(resized.code).not.toBe(0);
+  expect(resized.out).toMatch(/model\.overrides\.llm cannot change model\.pretrained's architecture/);
+  expect(resized.out).not.toMatch(/\n\s+at /);
   const noData = cli(['train-vq', '--data', path.join(tmp, 'nothing'), '--out', path.join(tmp, 'v2')]);
   expect(noData.code).not.toBe(0);
   expect(noData.out).toMatch(/scenes\.jsonl not found; --data must be a ShapeWorld dataset/);

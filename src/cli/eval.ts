@@ -3,6 +3,7 @@
  * model, read the images back with the detector, score them GenEval's way. JSON summary on stdout, the full
  * per-prompt report in a file.
  * `--suite reading`: the teacher-forced reading probe of generate/reading_probe.ts (no sampling; seconds).
+ * `--suite copying`: the teacher-forced copying probe of generate/copying_probe.ts (does an edit copy its input?).
  */
 import * as fs from 'fs';
 import * as path from 'path';
@@ -12,6 +13,7 @@ import type { SamplingOptions } from '../generate/sampler';
 import { ShapeEvalReport, datasetSceneKeys, modelGenerator, runShapeEval, shapeworldTrainingScenes } from '../generate/eval';
 import { UserError } from './errors';
 import { ReadingProbeResult, readingProbe } from '../generate/reading_probe';
+import { CopyingProbeResult, copyingProbe } from '../generate/copying_probe';
 import { SamplingArgs, asUserError, samplingFlags, samplingOptions, startRuntime, tokenProgress } from './generate';
 
 export interface EvalArgs extends SamplingArgs {
@@ -56,8 +58,8 @@ export async function trainingSceneKeys(trainData: string | string[] | undefined
   return new Set();
 }
 
-export const EVAL_SUITES = ['shapeeval', 'reading'] as const;
-/** --report's default; the reading suite writes reading-report.json instead unless told otherwise. */
+export const EVAL_SUITES = ['shapeeval', 'reading', 'copying'] as const;
+/** --report's default; the probes write reading-report.json / copying-report.json instead unless told otherwise. */
 const DEFAULT_REPORT = 'shapeeval-report.json';
 
 /** `--suite reading`: the probe's figures, and its full log-probability table in the report file. */
@@ -70,6 +72,24 @@ export async function runReadingEval(a: EvalArgs, log: (line: string) => void = 
     const file = path.resolve(a.report === DEFAULT_REPORT ? 'reading-report.json' : a.report);
     fs.mkdirSync(path.dirname(file), { recursive: true });
     fs.writeFileSync(file, `${JSON.stringify({ suite: 'reading', checkpoint: runtime.source, ...result }, null, 2)}\n`);
+    return { ...result, report: file };
+  } finally {
+    runtime.dispose();
+  }
+}
+
+/** `--suite copying`: the probe's figures per token kind, with and without the input's VQ block, in the report file. */
+export async function runCopyingEval(a: EvalArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<CopyingProbeResult & { report: string }> {
+  const perCategory = a['edits-per-category'];
+  if (!Number.isInteger(perCategory) || perCategory < 1) throw new UserError(`--edits-per-category must be a positive integer for --suite copying, got ${perCategory}`);
+  const { runtime } = await startRuntime(a, log);
+  try {
+    const result = await copyingProbe(runtime, { seed: a.seed, perCategory, batch: a.batch }).catch((e: unknown) => {
+      throw asUserError(e);
+    });
+    const file = path.resolve(a.report === DEFAULT_REPORT ? 'copying-report.json' : a.report);
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, `${JSON.stringify({ suite: 'copying', checkpoint: runtime.source, ...result }, null, 2)}\n`);
     return { ...result, report: file };
   } finally {
     runtime.dispose();
@@ -118,18 +138,24 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
   describe: 'ShapeEval: GenEval-style T2I and edit accuracy on held-out ShapeWorld prompts, scored by a detector',
   builder: (y) =>
     samplingFlags(y)
-      .option('suite', { type: 'string', default: 'shapeeval', choices: EVAL_SUITES, describe: 'shapeeval (sampled, detector-scored) or reading (teacher-forced: does the image depend on the colour and shape words?)' })
+      .option('suite', { type: 'string', default: 'shapeeval', choices: EVAL_SUITES, describe: 'shapeeval (sampled, detector-scored), reading (teacher-forced: does the image depend on the colour and shape words?) or copying (teacher-forced: do edits copy the input image?)' })
       .option('cfg2', { type: 'number', default: 5, describe: 'w2 of the edit CFG' })
       .option('per-category', { type: 'number', default: 8, describe: 'T2I prompts per category (six categories)' })
       .option('edits-per-category', { type: 'number', default: 4, describe: 'edits per category (seven categories; 0 skips edits)' })
       .option('train-data', { type: 'string', array: true, describe: 'ShapeWorld dataset(s) the model was trained on (their scenes are excluded); repeat it to compare models on one prompt set' })
-      .option('report', { type: 'string', default: DEFAULT_REPORT, describe: 'where to write the full report (--suite reading: reading-report.json by default)' })
+      .option('report', { type: 'string', default: DEFAULT_REPORT, describe: 'where to write the full report (--suite reading / copying: reading-report.json / copying-report.json by default)' })
       .option('batch', { type: 'number', default: 4, describe: 'prompts sampled together' })
       .option('edit-temperature', { type: 'number', describe: 'softmax temperature of the edits (default: --temperature); copying the input image wants a lower one than drawing a new scene' }) as unknown as Argv<EvalArgs>,
   handler: async (a) => {
     if (a.suite === 'reading') {
       const p = await runReadingEval(a);
       process.stdout.write(`${JSON.stringify({ suite: 'reading', margin: Number(p.margin.toFixed(3)), top1: p.top1, colour: p.colour, shape: p.shape, of: p.captions.length, report: p.report })}\n`);
+      return;
+    }
+    if (a.suite === 'copying') {
+      const c = await runCopyingEval(a);
+      const brief = (s: CopyingProbeResult['full']) => Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Number(v.hit.toFixed(3))]));
+      process.stdout.write(`${JSON.stringify({ suite: 'copying', seed: c.seed, edits: c.edits, hit_full: brief(c.full), hit_part: brief(c.part), object_start_ce_full: Number(c.full.objectStart.ce.toFixed(3)), report: c.report })}\n`);
       return;
     }
     const r = await runEval(a);

@@ -145,13 +145,14 @@ export async function loadRuntime(target: string): Promise<GenerationRuntime> {
  * Loads a model (weights and config, no tokenizer): a training checkpoint, a checkpoint root (its `latest`),
  * or a model folder. `dir` is the folder the weights came from (where its tokenizer.json lives).
  */
-export async function loadModelFolder(target: string): Promise<{ model: Janus4o; dir: string }> {
+export async function loadModelFolder(target: string, opts: { imagePositions?: ImagePositions } = {}): Promise<{ model: Janus4o; dir: string }> {
   const abs = path.resolve(target);
   if (!fs.existsSync(abs)) throw new UserError(`Checkpoint directory ${abs} does not exist.`);
   if (!fs.statSync(abs).isDirectory()) throw new UserError(`--checkpoint ${abs} is a file; pass the checkpoint directory.`);
   const trainingLayout = fs.existsSync(path.join(abs, MANIFEST_FILE)) || fs.existsSync(path.join(abs, LATEST_FILE)) || !fs.existsSync(path.join(abs, 'config.json'));
   const dir = trainingLayout ? await resolveCheckpoint(abs) : abs;
-  const config = readConfig(path.join(dir, 'config.json'));
+  const read = readConfig(path.join(dir, 'config.json'));
+  const config = opts.imagePositions ? { ...read, imagePositions: opts.imagePositions } : read;
   const model = Janus4o.create(config, { allocate: false });
   try {
     if (trainingLayout) await loadWeightsIntoStore((await loadCheckpoint(dir)).weights, model.params);

@@ -228,7 +228,7 @@ export function validateConfig(cfg: JanusConfig): JanusConfig {
       );
     }
   }
-  if (problems.length === 0 && cfg.imagePositions) problems.push(...imagePositionProblems(cfg.imagePositions, imageTokenCount(cfg)));
+  if (problems.length === 0 && cfg.imagePositions) problems.push(...imagePositionProblems(cfg.imagePositions));
   if (problems.length) throw new Error(`Invalid model config "${cfg.name}":\n  - ${problems.join('\n  - ')}`);
   return cfg;
 }

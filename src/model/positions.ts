@@ -8,7 +8,9 @@
  *   of 4, "every other column" is a period of 8 ids, which RoPE's second pair (0.75 rad) resolves. Models trained
  *   on flat synthetic images, where neighbouring patches look the same, need this to know which column they are in.
  * - `editTargetOffset`: an edit's target token k sits exactly this many ids after X-block token k, however long the
- *   instruction between them is, so copying the input image is one fixed relative distance.
+ *   instruction between them is, so copying the input image is one fixed relative distance. From
+ *   `stride x n + 2` up the target's ids follow the instruction's; a smaller offset overlays the X block's ids
+ *   (RoPE only sees id differences and attention follows token order, so ids need not increase).
  *
  * Only position ids change; token order, ids and attention are the reference's. Absent, positions are the
  * reference's, which is what official checkpoints need.
@@ -21,15 +23,12 @@ export interface ImagePositions {
   editTargetOffset: number | null;
 }
 
-/** Problems with a config's imagePositions for `n` image tokens (empty when fine). */
-export function imagePositionProblems(p: ImagePositions, n: number): string[] {
+/** Problems with a config's imagePositions (empty when fine). */
+export function imagePositionProblems(p: ImagePositions): string[] {
   const out: string[] = [];
   if (!Number.isInteger(p.stride) || p.stride < 1) out.push(`imagePositions.stride must be a positive integer, got ${JSON.stringify(p.stride)}`);
-  if (p.editTargetOffset !== null) {
-    const least = p.stride * n + 2;
-    if (!Number.isInteger(p.editTargetOffset) || p.editTargetOffset < least) {
-      out.push(`imagePositions.editTargetOffset must be an integer >= ${least} (stride x ${n} image tokens + EOI + BOI), got ${JSON.stringify(p.editTargetOffset)}`);
-    }
+  if (p.editTargetOffset !== null && (!Number.isInteger(p.editTargetOffset) || p.editTargetOffset < 0)) {
+    out.push(`imagePositions.editTargetOffset must be a non-negative integer or null, got ${JSON.stringify(p.editTargetOffset)}`);
   }
   return out;
 }
@@ -68,11 +67,16 @@ export function editPrefixPositions(length: number, xBlock: [number, number], p:
   for (let i = x1; i < length; i++) out[i] = out[i - 1] + 1;
   if (p.editTargetOffset !== null) {
     const boi = x0 + p.editTargetOffset - p.stride;
-    if (boi <= out[length - 2]) {
+    if (p.editTargetOffset >= afterXBlock(xBlock, p) && boi <= out[length - 2]) {
       const needed = out[length - 2] - x0 + 1 + p.stride;
       throw new RangeError(`the edit instruction is too long for this model: its tokens need an edit target offset of at least ${needed} position ids, the model's is ${p.editTargetOffset} (janus4o_image_positions.edit_target_offset). Shorten the instruction.`);
     }
     out[length - 1] = boi;
   }
   return out;
+}
+
+/** The smallest offset that puts the whole target after the X block, EOI and BOI (offsets below it overlay X). */
+export function afterXBlock(xBlock: [number, number], p: ImagePositions): number {
+  return p.stride * (xBlock[1] - xBlock[0]) + 2;
 }

@@ -41,7 +41,7 @@ const siglipOverrides = z
   .partial()
   .strict();
 /** Non-reference image-token position ids (src/model/positions.ts); both keys, so a model says all it uses. */
-const imagePositionsOverride = z.object({ stride: posInt, editTargetOffset: posInt.nullable() }).strict();
+const imagePositionsOverride = z.object({ stride: posInt, editTargetOffset: z.number().int().nonnegative().nullable() }).strict();
 
 export const PRESET_NAMES = ['tiny', 'janus-pro-1b', 'janus-pro-7b'] as const;
 

@@ -77,7 +77,12 @@ function shapeworldTokenizer(root: string): { tok: WordTokenizer; file: string }
  */
 async function buildModel(cfg: TrainConfig, root: string, rank0: boolean, log: (l: string) => void): Promise<{ model: Janus4o; tok: WordTokenizer; tokFile: string }> {
   if (cfg.model.pretrained) {
-    const { model, dir } = await loadModelFolder(cfg.model.pretrained);
+    // Position ids are not weights, so they are the one architecture setting a pretrained model can take anew.
+    const { imagePositions, ...others } = cfg.model.overrides ?? {};
+    const fixed = Object.keys(others);
+    if (fixed.length > 0) throw new UserError(`model.overrides.${fixed[0]} cannot change model.pretrained's architecture (its config.json decides it); only model.overrides.imagePositions applies to a pretrained model.`);
+    const { model, dir } = await loadModelFolder(cfg.model.pretrained, { imagePositions });
+    if (imagePositions) log(`model: image positions from model.overrides: ${imagePositions.stride} ids apart, edit targets ${imagePositions.editTargetOffset ?? 'not aligned'} ids after their input`);
     const tokFile = path.join(dir, 'tokenizer.json');
     try {
       if (!fs.existsSync(tokFile)) throw new UserError(`model.pretrained ${dir} has no tokenizer.json; a ShapeWorld run needs the word-level tokenizer the model was trained with.`);
