@@ -10,6 +10,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { SafetensorsFile } from '../src/io/safetensors';
 import { sphericalKMeans } from '../src/train/vq_train';
+import { Showcase, loadShowcase, saveShowcase, showcaseKey } from '../src/train/run_report';
+import { parseTrainConfig } from '../src/train/config';
 import { byId, byName, parseXhtml, text } from './xhtml';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -115,8 +117,43 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
   expect(heldRows.map((r) => r[0])).toEqual(['Image-token loss (nats/token)', 'Prompt use, T2I (nats/image)', 'Input-image VQ block use, edits (nats/image)']);
   for (const r of heldRows) expect(r.slice(1, 3).every((v) => /^-?\d+\.\d{3}$/.test(v))).toBe(true);
   expect(byName(byId(doc, 'curves'), 'polyline').length).toBeGreaterThan(0);
-  // The base measurement is kept beside the checkpoints for resumed runs.
+  // The base measurement is kept beside the checkpoints for resumed runs, which reuse it only under the same settings.
   expect(fs.existsSync(path.join(tmp, 'tuned', 'report-base', 'base.json'))).toBe(true);
+  const tunedConfig = path.join(tmp, 'tuned.yaml');
+    // Without naming the changed key, resuming is refused with the flag that allows it.
+  const refused = cli(['train', '--config', tunedConfig, '--resume', 'auto', '--train.max_steps', '4']);
+  expect(refused.code).not.toBe(0);
+  expect(refused.out).toContain('train.max_steps (checkpoint: 3, now: 4)');
+  expect(refused.out).toContain('(--allow-change train.max_steps)');
+  const resumed = cli(['train', '--config', tunedConfig, '--resume', 'auto', '--train.max_steps', '4', '--allow-change', 'train.max_steps']);
+  expectOk(resumed);
+  expect(resumed.out).not.toContain('measuring the starting model');
+  // The Base column of the ShapeEval tables' overall rows (T2I, edits): figures, or a dash when the base is unknown.
+  const baseOverall = () => byName(byId(parseXhtml(fs.readFileSync(html, 'utf8')), 'shapeeval'), 'tr').filter((r) => r.attrs.class === 'overall').map((r) => text(byName(r, 'td')[0]));
+  expect(baseOverall()).toHaveLength(2);
+  for (const cell of baseOverall()) expect(cell).toMatch(/\d/);
+  const changed = cli(['train', '--config', tunedConfig, '--resume', 'auto', '--train.max_steps', '5', '--report.shapeeval.temperature', '0.9', '--allow-change', 'train.max_steps', 'report.shapeeval.temperature']);
+  expectOk(changed);
+  expect(changed.out).toMatch(/report-base was measured with another starting model or other report settings than this config's; the report will have no base column/);
+  for (const cell of baseOverall()) expect(cell).toBe('—');
+});
+
+test('a resumed run reuses the stored base measurement only if it was made with the same model and report settings', async () => {
+  const raw = (temperature: number, pretrained = 'checkpoints/pretrained/janus-tiny-base') => parseTrainConfig({ model: { pretrained }, data: { kind: 'shapeworld', root: 'x' }, checkpoint: { dir: 'y' }, report: { enabled: true, shapeeval: { temperature } } }, 't.yaml');
+  const key = showcaseKey(raw(1));
+  expect(showcaseKey(raw(1))).toBe(key);
+  expect(showcaseKey(raw(0.5))).not.toBe(key);
+  expect(showcaseKey(raw(1, 'elsewhere'))).not.toBe(key);
+  const dir = path.join(tmp, 'showcase');
+  expect(loadShowcase(dir, key)).toBe('missing');
+  const png = Buffer.from('not decoded here');
+  const s = { shapeEval: { t2i: {}, edit: null }, summary: { t2i: {}, edit: null, seconds: 1 }, samples: [png], edits: [{ instruction: 'remove it', category: 'remove', input: png, output: png }] } as unknown as Showcase;
+  await saveShowcase(dir, s, key);
+  const back = loadShowcase(dir, key);
+  expect(back).not.toBe('stale');
+  expect((back as Showcase).edits[0]).toMatchObject({ instruction: 'remove it', category: 'remove' });
+  expect((back as Showcase).samples[0].equals(png)).toBe(true);
+  expect(loadShowcase(dir, showcaseKey(raw(0.5)))).toBe('stale');
 });
 
 test('sphericalKMeans finds well-separated clusters exactly, weighting repeated rows', () => {

@@ -442,7 +442,7 @@ export function checkResumeConfig(saved: unknown, current: TrainConfig, allow: r
     const list = blocking.map((d) => `${d.key} (checkpoint: ${show(d.saved)}, now: ${show(d.current)})`).join(', ');
     throw new UserError(
       `The training config differs from the one ${checkpointDir} was written with: ${list}. Resume with the same config, ` +
-        `or allow deliberate changes by naming the keys (e.g. --allow-config-change ${blocking.map((d) => d.key).join(',')}).`,
+        `or allow deliberate changes by naming the keys (--allow-change ${blocking.map((d) => d.key).join(' ')}).`,
     );
   }
   return diffs;

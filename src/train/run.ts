@@ -31,7 +31,7 @@ import { readDistEnv } from './distributed/env';
 import type { Communicator } from './distributed/collectives';
 import { ConditionUse, conditionUse, formatConditionUse } from './evaluate';
 import { StepLog, Trainer, TrainingSet } from './trainer';
-import { BASE_DIR, Showcase, loadShowcase, saveShowcase, showcase, writeRunReport } from './run_report';
+import { BASE_DIR, Showcase, loadShowcase, saveShowcase, showcase, showcaseKey, writeRunReport } from './run_report';
 
 function formatShowcase(s: Showcase): string {
   const pct = (x: number | null) => (x === null ? "n/a" : `${(x * 100).toFixed(1)}%`);
@@ -228,14 +228,20 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
   let base: Showcase | null = null;
   if (reportOn) {
     const baseDir = path.join(cfg.checkpoint.dir, BASE_DIR);
-    base = loadShowcase(baseDir);
-    if (!base && !resumeFrom) {
+    const key = showcaseKey(cfg);
+    // A new run measures its own starting model; a resumed one can only reuse what its first part stored.
+    const stored = resumeFrom ? loadShowcase(baseDir, key) : 'missing';
+    if (!resumeFrom) {
       log('report: measuring the starting model (ShapeEval, samples, edits)');
       base = await showcase(model, tpl, tok.vocabSize, cfg, exclude, log);
-      await saveShowcase(baseDir, base);
+      await saveShowcase(baseDir, base, key);
       log(`report: starting model ${formatShowcase(base)}`);
-    } else if (!base) {
+    } else if (stored === 'missing') {
       log(`report: ${baseDir} is missing (the run was started without report.enabled); the report will have no base column`);
+    } else if (stored === 'stale') {
+      log(`report: ${baseDir} was measured with another starting model or other report settings than this config's; the report will have no base column`);
+    } else {
+      base = stored;
     }
   }
 

@@ -85,8 +85,17 @@ export async function showcase(model: Janus4o, tpl: PromptIds, vocab: number, cf
   };
 }
 
-/** Stores the base model's showcase in the checkpoint folder (PNG files + base.json). */
-export async function saveShowcase(dir: string, s: Showcase): Promise<void> {
+/**
+ * What a stored base showcase was measured with: the starting model (as the config builds it) and the report's
+ * settings. A resumed run reuses the stored one only when this matches, since its starting model is gone.
+ */
+export function showcaseKey(cfg: TrainConfig): string {
+  const m = cfg.model;
+  return JSON.stringify({ model: { pretrained: m.pretrained ?? null, preset: m.preset ?? null, vq_pretrained: m.vq_pretrained ?? null, init: m.init, overrides: m.overrides ?? {} }, seed: cfg.train.seed, report: cfg.report });
+}
+
+/** Stores the base model's showcase in the checkpoint folder (PNG files + base.json, with the settings' key). */
+export async function saveShowcase(dir: string, s: Showcase, key: string): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   const samples = await Promise.all(s.samples.map(async (png, i) => {
     const name = `sample-${i}.png`;
@@ -98,13 +107,15 @@ export async function saveShowcase(dir: string, s: Showcase): Promise<void> {
     await atomicWriteFile(path.join(dir, `edit-${i}-output.png`), e.output);
     return { instruction: e.instruction, category: e.category, input: `edit-${i}-input.png`, output: `edit-${i}-output.png` };
   }));
-  await atomicWriteFile(path.join(dir, 'base.json'), `${JSON.stringify({ shapeEval: s.shapeEval, summary: s.summary, samples, edits }, null, 2)}\n`);
+  await atomicWriteFile(path.join(dir, 'base.json'), `${JSON.stringify({ key, shapeEval: s.shapeEval, summary: s.summary, samples, edits }, null, 2)}\n`);
 }
 
-export function loadShowcase(dir: string): Showcase | null {
+/** The stored base showcase: 'missing', 'stale' (measured with another model or report settings), or the showcase. */
+export function loadShowcase(dir: string, key: string): Showcase | 'missing' | 'stale' {
   const file = path.join(dir, 'base.json');
-  if (!fs.existsSync(file)) return null;
-  const j = JSON.parse(fs.readFileSync(file, 'utf8')) as Omit<Showcase, 'samples' | 'edits'> & { samples: string[]; edits: { instruction: string; category: string; input: string; output: string }[] };
+  if (!fs.existsSync(file)) return 'missing';
+  const j = JSON.parse(fs.readFileSync(file, 'utf8')) as Omit<Showcase, 'samples' | 'edits'> & { key?: string; samples: string[]; edits: { instruction: string; category: string; input: string; output: string }[] };
+  if (j.key !== key) return 'stale';
   const read = (name: string) => fs.readFileSync(path.join(dir, path.basename(name)));
   return {
     shapeEval: j.shapeEval,
