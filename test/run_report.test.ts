@@ -114,8 +114,15 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
   // Held-out condition use, measured before and after: a number in both columns of each row.
   const heldRows = byName(byId(doc, 'heldout'), 'tr').map((r) => byName(r, 'td').map(text)).filter((r) => r.length);
   // The held-out records are the tail of each task, so both conditions get a row.
-  expect(heldRows.map((r) => r[0])).toEqual(['Image-token loss (nats/token)', 'Prompt use, T2I (nats/image)', 'Input-image VQ block use, edits (nats/image)']);
+  expect(heldRows.map((r) => r[0])).toEqual([
+    'Image-token loss (nats/token)',
+    'Prompt use, T2I (nats/image)',
+    'Input-image VQ block use, edits (nats/image)',
+    'Kept objects started from the input image, edits (share; VQ block present)',
+    'Kept objects started from the input image, edits (share; SigLIP features only)',
+  ]);
   for (const r of heldRows) expect(r.slice(1, 3).every((v) => /^-?\d+\.\d{3}$/.test(v))).toBe(true);
+  for (const r of heldRows.slice(3)) expect(r.slice(1, 3).every((v) => Number(v) >= 0 && Number(v) <= 1)).toBe(true);
   expect(byName(byId(doc, 'curves'), 'polyline').length).toBeGreaterThan(0);
   // The base measurement is kept beside the checkpoints for resumed runs, which reuse it only under the same settings.
   expect(fs.existsSync(path.join(tmp, 'tuned', 'report-base', 'base.json'))).toBe(true);

@@ -50,6 +50,8 @@ export interface CopyingProbeOptions {
   perCategory?: number;
   /** Edits per forward. */
   batch?: number;
+  /** Scene keys to keep out (the training data's), as ShapeEval does. */
+  exclude?: ReadonlySet<string>;
 }
 
 interface EncodedEdit {
@@ -84,7 +86,7 @@ export async function copyingProbe(rt: GenerationRuntime, opts: CopyingProbeOpti
   const batchSize = opts.batch ?? 8;
   const model = rt.model;
   const size = model.config.imageSize;
-  const edits = shapeEvalEdits(`copying:${seed}`, perCategory);
+  const edits = shapeEvalEdits(`copying:${seed}`, perCategory, opts.exclude);
   const encoded: EncodedEdit[] = [];
   try {
     for (const e of edits) {

@@ -253,7 +253,10 @@ function heldOutSection(h: HeldOutLoss | null | undefined): string {
   const useNote = use.length
     ? '<p class="note">Condition use: the held-out loss with the condition dropped (prompt replaced by pads, as in the CFG unconditional row; an edit\'s input-image VQ block replaced by pads) minus the loss with it, summed over an image. Near zero means the model ignores that condition; below zero, it does worse with it than without (a base that never saw an edit).</p>'
     : '';
-  return `${head}\n<table><thead><tr><th></th><th>Before</th><th>After</th><th>Change</th></tr></thead><tbody>${rows}</tbody></table>${note}${useNote}</section>`;
+  const copyNote = use.some((r) => r.label.startsWith('Kept objects started'))
+    ? '<p class="note">Kept objects started: teacher-forced on ShapeEval-style edits, the share of objects the edit keeps whose first token (nothing of the object drawn above it or to its left) the model predicts. Only copying the input image can do that, and an edit is right only if every kept object is copied (janus4o eval --suite copying; docs/edit-copying.md).</p>'
+    : '';
+  return `${head}\n<table><thead><tr><th></th><th>Before</th><th>After</th><th>Change</th></tr></thead><tbody>${rows}</tbody></table>${note}${useNote}${copyNote}</section>`;
 }
 
 type AnySummary = Summary<T2ICategory> | Summary<EditCategory>;

@@ -9,6 +9,7 @@ import sharp from 'sharp';
 import { PromptIds } from '../data/batch';
 import { renderScene } from '../data/render';
 import { ShapeEvalReport, modelGenerator, runShapeEval, shapeEvalEdits } from '../generate/eval';
+import { copyingProbe } from '../generate/copying_probe';
 import { runtimeFromModel } from '../generate/runtime';
 import { Janus4o } from '../model/janus';
 import { ReportData, writeReport, WrittenReport, ShapeEvalRun } from '../report/html';
@@ -27,7 +28,12 @@ export interface Showcase {
   /** One PNG row of images per fixed prompt. */
   samples: Buffer[];
   edits: { instruction: string; category: string; input: Buffer; output: Buffer }[];
+  /** The copying probe's object-start hit rates (docs/edit-copying.md), with the VQ block and SigLIP-only; null without edits. */
+  copying: { full: number; part: number } | null;
 }
+
+/** Edits per category of the report's copying probe. */
+export const COPYING_PER_CATEGORY = 6;
 
 /** Images side by side, one PNG. */
 async function pngRow(pngs: readonly Buffer[]): Promise<Buffer> {
@@ -77,11 +83,13 @@ export async function showcase(model: Janus4o, tpl: PromptIds, vocab: number, cf
     const [outs] = await gen.edit!([{ instruction: e.instruction, source: input }], 1);
     edits.push({ instruction: e.instruction, category: e.category, input, output: outs[0] });
   }
+  const probe = se.edits_per_category > 0 ? await copyingProbe(rt, { seed: se.seed, perCategory: COPYING_PER_CATEGORY, exclude }) : null;
   return {
     shapeEval: { t2i: report.t2i.summary, edit: report.edit?.summary ?? null },
     summary: { t2i: report.t2i.summary, edit: report.edit?.summary ?? null, seconds: report.seconds },
     samples,
     edits,
+    copying: probe ? { full: probe.full.objectStart.hit, part: probe.part.objectStart.hit } : null,
   };
 }
 
@@ -107,7 +115,7 @@ export async function saveShowcase(dir: string, s: Showcase, key: string): Promi
     await atomicWriteFile(path.join(dir, `edit-${i}-output.png`), e.output);
     return { instruction: e.instruction, category: e.category, input: `edit-${i}-input.png`, output: `edit-${i}-output.png` };
   }));
-  await atomicWriteFile(path.join(dir, 'base.json'), `${JSON.stringify({ key, shapeEval: s.shapeEval, summary: s.summary, samples, edits }, null, 2)}\n`);
+  await atomicWriteFile(path.join(dir, 'base.json'), `${JSON.stringify({ key, shapeEval: s.shapeEval, summary: s.summary, samples, edits, copying: s.copying }, null, 2)}\n`);
 }
 
 /** The stored base showcase: 'missing', 'stale' (measured with another model or report settings), or the showcase. */
@@ -122,6 +130,7 @@ export function loadShowcase(dir: string, key: string): Showcase | 'missing' | '
     summary: j.summary,
     samples: j.samples.map(read),
     edits: j.edits.map((e) => ({ instruction: e.instruction, category: e.category, input: read(e.input), output: read(e.output) })),
+    copying: j.copying ?? null,
   };
 }
 
@@ -171,6 +180,8 @@ export async function writeRunReport(cfg: TrainConfig, base: Showcase | null, tu
       conditionUse: [
         { label: 'Prompt use, T2I (nats/image)', before: run.conditionUseBefore?.prompt ?? null, after: run.conditionUseAfter?.prompt ?? null },
         { label: 'Input-image VQ block use, edits (nats/image)', before: run.conditionUseBefore?.inputImageTokens ?? null, after: run.conditionUseAfter?.inputImageTokens ?? null },
+        { label: 'Kept objects started from the input image, edits (share; VQ block present)', before: base?.copying?.full ?? null, after: tuned.copying?.full ?? null },
+        { label: 'Kept objects started from the input image, edits (share; SigLIP features only)', before: base?.copying?.part ?? null, after: tuned.copying?.part ?? null },
       ].filter((r) => r.before !== null || r.after !== null),
     },
     shapeEval: {
