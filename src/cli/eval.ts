@@ -15,6 +15,7 @@ import { UserError } from './errors';
 import { ReadingProbeResult, readingProbe } from '../generate/reading_probe';
 import { CopyingProbeResult, copyingProbe } from '../generate/copying_probe';
 import { SamplingArgs, asUserError, samplingFlags, samplingOptions, startRuntime, tokenProgress } from './generate';
+import type { GenerationRuntime } from '../generate/runtime';
 
 export interface EvalArgs extends SamplingArgs {
   suite: string;
@@ -62,38 +63,32 @@ export const EVAL_SUITES = ['shapeeval', 'reading', 'copying'] as const;
 /** --report's default; the probes write reading-report.json / copying-report.json instead unless told otherwise. */
 const DEFAULT_REPORT = 'shapeeval-report.json';
 
-/** `--suite reading`: the probe's figures, and its full log-probability table in the report file. */
-export async function runReadingEval(a: EvalArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<ReadingProbeResult & { report: string }> {
+/** Runs a teacher-forced probe on the checkpoint and writes its figures to --report (default `<suite>-report.json`). */
+async function runProbe<T extends object>(a: EvalArgs, log: (line: string) => void, suite: 'reading' | 'copying', probe: (rt: GenerationRuntime) => Promise<T>): Promise<T & { report: string }> {
   const { runtime } = await startRuntime(a, log);
   try {
-    const result = await readingProbe(runtime).catch((e: unknown) => {
+    const result = await probe(runtime).catch((e: unknown) => {
       throw asUserError(e);
     });
-    const file = path.resolve(a.report === DEFAULT_REPORT ? 'reading-report.json' : a.report);
+    const file = path.resolve(a.report === DEFAULT_REPORT ? `${suite}-report.json` : a.report);
     fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, `${JSON.stringify({ suite: 'reading', checkpoint: runtime.source, ...result }, null, 2)}\n`);
+    fs.writeFileSync(file, `${JSON.stringify({ suite, checkpoint: runtime.source, ...result }, null, 2)}\n`);
     return { ...result, report: file };
   } finally {
     runtime.dispose();
   }
 }
 
+/** `--suite reading`: the probe's figures, and its full log-probability table in the report file. */
+export function runReadingEval(a: EvalArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<ReadingProbeResult & { report: string }> {
+  return runProbe(a, log, 'reading', (rt) => readingProbe(rt));
+}
+
 /** `--suite copying`: the probe's figures per token kind, with and without the input's VQ block, in the report file. */
 export async function runCopyingEval(a: EvalArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<CopyingProbeResult & { report: string }> {
   const perCategory = a['edits-per-category'];
   if (!Number.isInteger(perCategory) || perCategory < 1) throw new UserError(`--edits-per-category must be a positive integer for --suite copying, got ${perCategory}`);
-  const { runtime } = await startRuntime(a, log);
-  try {
-    const result = await copyingProbe(runtime, { seed: a.seed, perCategory, batch: a.batch }).catch((e: unknown) => {
-      throw asUserError(e);
-    });
-    const file = path.resolve(a.report === DEFAULT_REPORT ? 'copying-report.json' : a.report);
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, `${JSON.stringify({ suite: 'copying', checkpoint: runtime.source, ...result }, null, 2)}\n`);
-    return { ...result, report: file };
-  } finally {
-    runtime.dispose();
-  }
+  return runProbe(a, log, 'copying', (rt) => copyingProbe(rt, { seed: a.seed, perCategory, batch: a.batch }));
 }
 
 export async function runEval(a: EvalArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<ShapeEvalReport & { report: string }> {
