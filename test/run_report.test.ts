@@ -78,6 +78,7 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
   const base = cli(['train', '--config', config('base', `  preset: tiny\n  vq_pretrained: ${vqDir}\n  overrides:\n    ${LLM}`, data)]);
   expectOk(base);
   expect(base.out).toContain(`with the VQ tokenizer of ${vqDir} (codebook 64)`);
+  expect(base.out).toMatch(/data: 36 records; VQ-encoding into \S+ \(kept for later runs\)/);
 
   const exported = path.join(tmp, 'base-model');
   expectOk(cli(['export', '--checkpoint', path.join(tmp, 'base'), '--out', exported, '--dtype', 'bf16']));
@@ -135,6 +136,7 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
   const resumed = cli(['train', '--config', tunedConfig, '--resume', 'auto', '--train.max_steps', '4', '--allow-change', 'train.max_steps']);
   expectOk(resumed);
   expect(resumed.out).not.toContain('measuring the starting model');
+  expect(resumed.out).toMatch(/data: 36 records; VQ codes cached in /);
   // The Base column of the ShapeEval tables' overall rows (T2I, edits): figures, or a dash when the base is unknown.
   const baseOverall = () => byName(byId(parseXhtml(fs.readFileSync(html, 'utf8')), 'shapeeval'), 'tr').filter((r) => r.attrs.class === 'overall').map((r) => text(byName(r, 'td')[0]));
   expect(baseOverall()).toHaveLength(2);

@@ -13,7 +13,7 @@ import { TokenSample } from '../data/batch';
 import { promptIds } from '../data/prompt_ids';
 import { splitHeldOut } from '../data/split';
 import { readShareGPT4o, formatReport } from '../data/sharegpt4o';
-import { ShardDataset, prepareShards } from '../data/shards';
+import { INDEX_FILE, ShardDataset, prepareShards } from '../data/shards';
 import { SHAPEWORLD_VOCAB } from '../data/shapeworld';
 import { synthesize } from '../data/synth';
 import { presetConfig, imageTokenCount } from '../model/config';
@@ -167,7 +167,8 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
   if (report.bad.length) log(formatReport(report));
   const fp = await model.weightsFingerprint('gen_vision_model.');
   const shardDir = path.resolve(cfg.data.cache_dir ?? path.join(root, '.janus4o-shards', fp));
-  log(`data: ${records.length} records; VQ-encoding into ${shardDir} (cached)`);
+  const encodedBefore = fs.existsSync(path.join(shardDir, INDEX_FILE));
+  log(`data: ${records.length} records; ${encodedBefore ? `VQ codes cached in ${shardDir}` : `VQ-encoding into ${shardDir} (kept for later runs)`}`);
   if (rank0) await prepareShards({
     records,
     root,
