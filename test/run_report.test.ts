@@ -124,6 +124,7 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
   ]);
   for (const r of heldRows) expect(r.slice(1, 3).every((v) => /^-?\d+\.\d{3}$/.test(v))).toBe(true);
   for (const r of heldRows.slice(3)) expect(r.slice(1, 3).every((v) => Number(v) >= 0 && Number(v) <= 1)).toBe(true);
+  expect(text(byId(doc, 'heldout'))).toContain('Kept objects started: teacher-forced on ShapeEval-style edits');
   expect(byName(byId(doc, 'curves'), 'polyline').length).toBeGreaterThan(0);
   // The base measurement is kept beside the checkpoints for resumed runs, which reuse it only under the same settings.
   expect(fs.existsSync(path.join(tmp, 'tuned', 'report-base', 'base.json'))).toBe(true);

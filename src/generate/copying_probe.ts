@@ -16,10 +16,9 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { TokenSample, collate } from '../data/batch';
-import { renderScene } from '../data/render';
 import { makeRng } from '../data/rng';
 import { shapeEvalEdits } from './eval';
-import { GenerationRuntime, loadImagePixels } from './runtime';
+import { GenerationRuntime, encodeScene } from './runtime';
 import { batchInput, perPositionCE } from '../train/step';
 
 export const COPY_KINDS = ['background', 'kept', 'objectStart', 'changed'] as const;
@@ -55,9 +54,10 @@ export interface CopyingProbeOptions {
 }
 
 interface EncodedEdit {
-  sample: TokenSample;
+  instruction: string;
   source: number[];
   target: number[];
+  /** The input image, for the SigLIP block. */
   pixels: tf.Tensor4D;
 }
 
@@ -77,7 +77,7 @@ export function copyKinds(source: readonly number[], target: readonly number[], 
 }
 
 function emptyTotals(): Record<CopyKind, { tokens: number; ce: number; hits: number }> {
-  return { background: { tokens: 0, ce: 0, hits: 0 }, kept: { tokens: 0, ce: 0, hits: 0 }, objectStart: { tokens: 0, ce: 0, hits: 0 }, changed: { tokens: 0, ce: 0, hits: 0 } };
+  return Object.fromEntries(COPY_KINDS.map((kind) => [kind, { tokens: 0, ce: 0, hits: 0 }])) as Record<CopyKind, { tokens: number; ce: number; hits: number }>;
 }
 
 export async function copyingProbe(rt: GenerationRuntime, opts: CopyingProbeOptions = {}): Promise<CopyingProbeResult> {
@@ -85,22 +85,14 @@ export async function copyingProbe(rt: GenerationRuntime, opts: CopyingProbeOpti
   const perCategory = opts.perCategory ?? 6;
   const batchSize = opts.batch ?? 8;
   const model = rt.model;
-  const size = model.config.imageSize;
   const edits = shapeEvalEdits(`copying:${seed}`, perCategory, opts.exclude);
   const encoded: EncodedEdit[] = [];
   try {
     for (const e of edits) {
-      const codes: number[][] = [];
-      let pixels: tf.Tensor4D | null = null;
-      for (const scene of [e.source, e.target]) {
-        const px = await loadImagePixels(await renderScene(scene, size), size);
-        const ids = tf.tidy(() => model.vq.encode(px));
-        codes.push(Array.from(await ids.data()));
-        ids.dispose();
-        if (pixels) px.dispose();
-        else pixels = px;
-      }
-      encoded.push({ sample: { task: 'edit', prompt: e.instruction, target: codes[1], source: codes[0] }, source: codes[0], target: codes[1], pixels: pixels! });
+      const source = await encodeScene(model, e.source);
+      const target = await encodeScene(model, e.target);
+      target.pixels.dispose();
+      encoded.push({ instruction: e.instruction, source: source.ids, target: target.ids, pixels: source.pixels });
     }
     const n = encoded[0]?.target.length ?? 0;
     const width = Math.round(Math.sqrt(n));
@@ -109,7 +101,8 @@ export async function copyingProbe(rt: GenerationRuntime, opts: CopyingProbeOpti
       const totals = emptyTotals();
       for (let start = 0; start < encoded.length; start += batchSize) {
         const group = encoded.slice(start, start + batchSize);
-        const batch = collate(group.map((g, i) => ({ ...g.sample, sourceImage: i })), rt.templates, n, { textMaskProb: 0, imageMaskProb, lossAlignment: 'full' }, (k) => makeRng(`copying-probe:${k}`));
+        const samples: TokenSample[] = group.map((g, i) => ({ task: 'edit', prompt: g.instruction, target: g.target, source: g.source, sourceImage: i }));
+        const batch = collate(samples, rt.templates, n, { textMaskProb: 0, imageMaskProb, lossAlignment: 'full' }, (k) => makeRng(`copying-probe:${k}`));
         const [ce, pred] = tf.tidy(() => {
           const pixels = tf.concat(group.map((g) => g.pixels)) as tf.Tensor4D;
           const logits = model.forward(batchInput(model, batch, pixels), { imageLogitsAt: batch.lossPositions }).imageLogits!;

@@ -10,11 +10,10 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { collate } from '../data/batch';
-import { renderScene } from '../data/render';
 import { makeRng } from '../data/rng';
 import type { Cell, ColorName, Shape } from '../data/scene';
 import { classPhrase } from '../data/shapeworld_text';
-import { GenerationRuntime, loadImagePixels } from './runtime';
+import { GenerationRuntime, encodeScene } from './runtime';
 import { batchInput, perPositionCE } from '../train/step';
 
 export const PROBE_COLORS: readonly ColorName[] = ['red', 'green', 'blue', 'yellow'];
@@ -34,14 +33,11 @@ export interface ReadingProbeResult {
 
 export async function readingProbe(rt: GenerationRuntime, cell: Cell = { row: 1, col: 1 }): Promise<ReadingProbeResult> {
   const model = rt.model;
-  const size = model.config.imageSize;
   const combos = PROBE_COLORS.flatMap((color) => PROBE_SHAPES.map((shape) => ({ color, shape })));
   const images: number[][] = [];
   for (const { color, shape } of combos) {
-    const pixels = await loadImagePixels(await renderScene({ background: 'white', objects: [{ shape, color, cell }] }, size), size);
-    const ids = tf.tidy(() => model.vq.encode(pixels));
-    images.push(Array.from(await ids.data()));
-    ids.dispose();
+    const { ids, pixels } = await encodeScene(model, { background: 'white', objects: [{ shape, color, cell }] });
+    images.push(ids);
     pixels.dispose();
   }
   const n = images[0].length;

@@ -8,6 +8,8 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
 import { UserError } from '../cli/errors';
 import { PromptIds } from '../data/batch';
+import { renderScene } from '../data/render';
+import type { Scene } from '../data/scene';
 import { promptIds } from '../data/prompt_ids';
 import { JanusConfig, imageTokenCount, validateConfig } from '../model/config';
 import { Janus4o } from '../model/janus';
@@ -162,6 +164,16 @@ export async function loadModelFolder(target: string, opts: { imagePositions?: I
     throw e instanceof UserError ? e : new UserError(`${dir}: ${(e as Error).message}`);
   }
   return { model, dir };
+}
+
+/** A ShapeWorld scene rendered as the model's input and its VQ ids (the probes' teacher-forced images); the caller owns `pixels`. */
+export async function encodeScene(model: Janus4o, scene: Scene): Promise<{ ids: number[]; pixels: tf.Tensor4D }> {
+  const size = model.config.imageSize;
+  const pixels = await loadImagePixels(await renderScene(scene, size), size);
+  const idsT = tf.tidy(() => model.vq.encode(pixels));
+  const ids = Array.from(await idsT.data());
+  idsT.dispose();
+  return { ids, pixels };
 }
 
 /**

@@ -77,6 +77,6 @@ export function editPrefixPositions(length: number, xBlock: [number, number], p:
 }
 
 /** The smallest offset that puts the whole target after the X block, EOI and BOI (offsets below it overlay X). */
-export function afterXBlock(xBlock: [number, number], p: ImagePositions): number {
+function afterXBlock(xBlock: [number, number], p: ImagePositions): number {
   return p.stride * (xBlock[1] - xBlock[0]) + 2;
 }

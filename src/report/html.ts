@@ -53,6 +53,8 @@ export interface HeldOutLoss {
   note?: string;
   /** Further held-out rows, e.g. how many nats per image the model takes from its prompt (higher is better). */
   conditionUse?: readonly { label: string; before: number | null; after: number | null }[];
+  /** Paragraphs explaining rows of conditionUse beyond condition use itself. */
+  notes?: readonly string[];
 }
 
 /** One model's ShapeEval results; a null suite was not run. */
@@ -253,10 +255,8 @@ function heldOutSection(h: HeldOutLoss | null | undefined): string {
   const useNote = use.length
     ? '<p class="note">Condition use: the held-out loss with the condition dropped (prompt replaced by pads, as in the CFG unconditional row; an edit\'s input-image VQ block replaced by pads) minus the loss with it, summed over an image. Near zero means the model ignores that condition; below zero, it does worse with it than without (a base that never saw an edit).</p>'
     : '';
-  const copyNote = use.some((r) => r.label.startsWith('Kept objects started'))
-    ? '<p class="note">Kept objects started: teacher-forced on ShapeEval-style edits, the share of objects the edit keeps whose first token (nothing of the object drawn above it or to its left) the model predicts. Only copying the input image can do that, and an edit is right only if every kept object is copied (janus4o eval --suite copying; docs/edit-copying.md).</p>'
-    : '';
-  return `${head}\n<table><thead><tr><th></th><th>Before</th><th>After</th><th>Change</th></tr></thead><tbody>${rows}</tbody></table>${note}${useNote}${copyNote}</section>`;
+  const notes = (h.notes ?? []).map((n) => `<p class="note">${escapeXml(n)}</p>`).join('');
+  return `${head}\n<table><thead><tr><th></th><th>Before</th><th>After</th><th>Change</th></tr></thead><tbody>${rows}</tbody></table>${note}${useNote}${notes}</section>`;
 }
 
 type AnySummary = Summary<T2ICategory> | Summary<EditCategory>;

@@ -231,18 +231,16 @@ async function runOnRank(cfg: TrainConfig, o: RunOptions, comm: Communicator | n
     const baseDir = path.join(cfg.checkpoint.dir, BASE_DIR);
     const key = showcaseKey(cfg);
     // A new run measures its own starting model; a resumed one can only reuse what its first part stored.
-    const stored = resumeFrom ? loadShowcase(baseDir, key) : 'missing';
     if (!resumeFrom) {
       log('report: measuring the starting model (ShapeEval, samples, edits)');
       base = await showcase(model, tpl, tok.vocabSize, cfg, exclude, log);
       await saveShowcase(baseDir, base, key);
       log(`report: starting model ${formatShowcase(base)}`);
-    } else if (stored === 'missing') {
-      log(`report: ${baseDir} is missing (the run was started without report.enabled); the report will have no base column`);
-    } else if (stored === 'stale') {
-      log(`report: ${baseDir} was measured with another starting model or other report settings than this config's; the report will have no base column`);
     } else {
-      base = stored;
+      const stored = loadShowcase(baseDir, key);
+      if (stored === 'missing') log(`report: ${baseDir} is missing (the run was started without report.enabled); the report will have no base column`);
+      else if (stored === 'stale') log(`report: ${baseDir} was measured with another starting model or other report settings than this config's; the report will have no base column`);
+      else base = stored;
     }
   }
 

@@ -34,6 +34,8 @@ export interface Showcase {
 
 /** Edits per category of the report's copying probe. */
 export const COPYING_PER_CATEGORY = 6;
+const COPYING_NOTE =
+  'Kept objects started: teacher-forced on ShapeEval-style edits, the share of objects the edit keeps whose first token (nothing of the object drawn above it or to its left) the model predicts. Only copying the input image can do that, and an edit is right only if every kept object is copied (janus4o eval --suite copying; docs/edit-copying.md).';
 
 /** Images side by side, one PNG. */
 async function pngRow(pngs: readonly Buffer[]): Promise<Buffer> {
@@ -183,6 +185,7 @@ export async function writeRunReport(cfg: TrainConfig, base: Showcase | null, tu
         { label: 'Kept objects started from the input image, edits (share; VQ block present)', before: base?.copying?.full ?? null, after: tuned.copying?.full ?? null },
         { label: 'Kept objects started from the input image, edits (share; SigLIP features only)', before: base?.copying?.part ?? null, after: tuned.copying?.part ?? null },
       ].filter((r) => r.before !== null || r.after !== null),
+      notes: base?.copying || tuned.copying ? [COPYING_NOTE] : [],
     },
     shapeEval: {
       base: base?.shapeEval ?? null,
