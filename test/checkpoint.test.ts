@@ -5,7 +5,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
 import seedrandom from 'seedrandom';
 import { initBackend } from '../src/backend';
-import { UserError } from '../src/cli/errors';
+import { UserError } from '../src/errors';
 import { ParamStore } from '../src/model/params';
 import {
   cleanStaleCheckpointFiles,
@@ -22,7 +22,7 @@ import {
   TrainerState,
   writeCheckpointFiles,
   writeOptimizerShard,
-} from '../src/train/checkpoint';
+} from '../src/io/checkpoint';
 import { AdamW } from '../src/train/optimizer';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports

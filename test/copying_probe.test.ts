@@ -4,7 +4,7 @@ import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend';
 import { EvalArgs, runCopyingEval } from '../src/cli/eval';
-import { COPY_KINDS, copyKinds, copyingProbe } from '../src/generate/copying_probe';
+import { COPY_KINDS, copyKinds, copyingProbe } from '../src/shapeworld/copying_probe';
 import { GenerationRuntime, loadRuntime } from '../src/generate/runtime';
 
 const PRETRAINED = path.join(__dirname, '..', 'checkpoints', 'pretrained');

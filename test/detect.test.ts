@@ -1,9 +1,9 @@
 import sharp from 'sharp';
 import seedrandom from 'seedrandom';
-import { RawImage, renderScene, renderSceneRaw } from '../src/data/render';
-import { BACKGROUNDS, BACKGROUND_NAMES, COLORS, COLOR_NAMES, Cell, Scene, SHAPES } from '../src/data/scene';
-import { DetectedScene, classifyShape, detectPng, detectScene } from '../src/generate/detect';
-import { EditCategory, T2IPrompt, T2I_CATEGORIES, T2ICategory, scoreEdit, scoreT2I, t2iPromptFromScene } from '../src/generate/shapeeval';
+import { RawImage, renderScene, renderSceneRaw } from '../src/shapeworld/render';
+import { BACKGROUNDS, BACKGROUND_NAMES, COLORS, COLOR_NAMES, Cell, Scene, SHAPES } from '../src/shapeworld/scene';
+import { DetectedScene, classifyShape, detectPng, detectScene } from '../src/shapeworld/detect';
+import { EditCategory, T2IPrompt, T2I_CATEGORIES, T2ICategory, scoreEdit, scoreT2I, t2iPromptFromScene } from '../src/shapeworld/shapeeval';
 import { randomScene } from './scenes';
 
 

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend';
 import { promptIds } from '../src/data/prompt_ids';
-import { SHAPEWORLD_VOCAB } from '../src/data/shapeworld';
+import { SHAPEWORLD_VOCAB } from '../src/shapeworld/samples';
 import { imageTokenCount, presetConfig } from '../src/model/config';
 import { Janus4o } from '../src/model/janus';
 import { KVCache } from '../src/model/kv_cache';

@@ -1,4 +1,4 @@
-import { classMeanCodebook, patchCodes, PatchDictionary } from '../src/train/patch_codes';
+import { classMeanCodebook, patchCodes, PatchDictionary } from '../src/shapeworld/patch_codes';
 
 /** Images of side 4 tiled by 2x2 patches; `tiles[i]` lists each patch's grey level (0-255), raster order. */
 function images(tiles: number[][]): Float32Array {

@@ -1,7 +1,7 @@
 import sharp from 'sharp';
 import seedrandom from 'seedrandom';
-import { OBJECT_FRACTION, gridLayout, renderScene, renderSceneRaw, sceneSvg } from '../src/data/render';
-import { BACKGROUNDS, BACKGROUND_NAMES, COLORS, COLOR_NAMES, Cell, Scene, SHAPES, Shape } from '../src/data/scene';
+import { OBJECT_FRACTION, gridLayout, renderScene, renderSceneRaw, sceneSvg } from '../src/shapeworld/render';
+import { BACKGROUNDS, BACKGROUND_NAMES, COLORS, COLOR_NAMES, Cell, Scene, SHAPES, Shape } from '../src/shapeworld/scene';
 import { randomScene } from './scenes';
 
 

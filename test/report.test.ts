@@ -2,7 +2,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
-import { EDIT_CATEGORIES, T2I_CATEGORIES, summariseEdits, summariseT2I } from '../src/generate/shapeeval';
+import { EDIT_CATEGORIES, T2I_CATEGORIES, summariseEdits, summariseT2I } from '../src/shapeworld/shapeeval';
+import { shapeEvalComparison } from '../src/shapeworld/run_report';
 import {
   ReportData, StepLog, downsample, formatTick, latestPerStep, lineChart, niceTicks, parseStepLog, readStepLog, writeReport,
 } from '../src/report';
@@ -55,10 +56,10 @@ async function fullData(): Promise<ReportData> {
     },
     steps: stepLog(),
     heldOut: { before: 4.2, after: 3.1, conditionUse: [{ label: 'Prompt use, T2I (nats/image)', before: 0.5, after: 7.25 }] },
-    shapeEval: {
-      base: { t2i: base, edit: summariseEdits(EDIT_CATEGORIES.map((c) => ({ category: c, correct: false }))) },
-      finetuned: { t2i: tuned, edit: summariseEdits(EDIT_CATEGORIES.map((c) => ({ category: c, correct: c !== 'move' }))) },
-    },
+    evaluation: shapeEvalComparison(
+      { t2i: base, edit: summariseEdits(EDIT_CATEGORIES.map((c) => ({ category: c, correct: false }))) },
+      { t2i: tuned, edit: summariseEdits(EDIT_CATEGORIES.map((c) => ({ category: c, correct: c !== 'move' }))) },
+    ),
     samples: [
       { prompt: EVIL, base: a, finetuned: gridFile },
       { prompt: 'two red circles', base: b, finetuned: null },
@@ -113,7 +114,7 @@ describe('writeReport', () => {
     }
     expect(new Set(imgs.map((im) => path.join(tmp, im.attrs.src)))).toEqual(new Set(files));
     expect(files).toHaveLength(4);
-    for (const id of ['facts', 'curves', 'lr', 'heldout', 'shapeeval', 'samples', 'edits', 'reproduce']) expect(() => byId(doc, id)).not.toThrow();
+    for (const id of ['facts', 'curves', 'lr', 'heldout', 'evaluation', 'samples', 'edits', 'reproduce']) expect(() => byId(doc, id)).not.toThrow();
     expect(byName(doc, 'script')).toHaveLength(0);
     expect(byName(doc, 'link')).toHaveLength(0);
     expect(src).not.toMatch(/https?:\/\/(?!www\.w3\.org\/)/);
@@ -152,7 +153,7 @@ describe('writeReport', () => {
 
   it('says so when there are no edit steps yet, and when nothing was logged', async () => {
     const data = await fullData();
-    const { doc } = await render({ ...data, steps: stepLog({ edits: false }), samples: [], edits: [], heldOut: null, shapeEval: null });
+    const { doc } = await render({ ...data, steps: stepLog({ edits: false }), samples: [], edits: [], heldOut: null, evaluation: null });
     const loss = polylines(doc, 'curves');
     expect(loss.map((p) => p.attrs['data-series'])).toEqual(['total', 'T2I']);
     const curves = text(byId(doc, 'curves'));
@@ -161,7 +162,7 @@ describe('writeReport', () => {
     expect(text(byId(doc, 'samples'))).toContain('No samples');
     expect(text(byId(doc, 'edits'))).toContain('No edit examples');
     expect(text(byId(doc, 'heldout'))).toContain('not measured');
-    expect(text(byId(doc, 'shapeeval'))).toContain('not run');
+    expect(text(byId(doc, 'evaluation'))).toContain('No evaluation was run');
     expect(byName(doc, 'img')).toHaveLength(0);
 
     const empty = await render({ ...data, steps: [] });
@@ -172,7 +173,7 @@ describe('writeReport', () => {
 
   it('tabulates ShapeEval base vs fine-tuned per category with signed deltas', async () => {
     const { doc } = await render(await fullData());
-    const [t2i, edit] = byName(byId(doc, 'shapeeval'), 'table');
+    const [t2i, edit] = byName(byId(doc, 'evaluation'), 'table');
     const rowsOf = (t: El) => byName(t, 'tr').slice(1).map((tr) => byName(tr, 'td').length ? [text(byName(tr, 'th')[0]), ...byName(tr, 'td').map(text)] : []);
     const t2iRows = rowsOf(t2i);
     expect(t2iRows.map((r) => r[0])).toEqual([...T2I_CATEGORIES, 'overall']);

@@ -4,13 +4,14 @@
  * with report.enabled, and check the report: well-formed, every referenced image present, base and fine-tuned
  * columns filled.
  */
+import { shapeWorldSettings } from '../src/shapeworld/config';
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { SafetensorsFile } from '../src/io/safetensors';
-import { sphericalKMeans } from '../src/train/vq_train';
-import { Showcase, loadShowcase, saveShowcase, showcaseKey } from '../src/train/run_report';
+import { sphericalKMeans } from '../src/shapeworld/vq_train';
+import { Showcase, loadShowcase, saveShowcase, showcaseKey } from '../src/shapeworld/run_report';
 import { parseTrainConfig } from '../src/train/config';
 import { byId, byName, parseXhtml, text } from './xhtml';
 
@@ -107,10 +108,10 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
   // 1 sample x (base, fine-tuned) + 2 edits x (input, base, fine-tuned).
   expect(imgs).toHaveLength(8);
   for (const im of imgs) expect(fs.existsSync(path.join(path.dirname(html), im.attrs.src))).toBe(true);
-  for (const id of ['facts', 'curves', 'lr', 'heldout', 'shapeeval', 'samples', 'edits']) expect(() => byId(doc, id)).not.toThrow();
+  for (const id of ['facts', 'curves', 'lr', 'heldout', 'evaluation', 'samples', 'edits']) expect(() => byId(doc, id)).not.toThrow();
   expect(text(byId(doc, 'samples'))).not.toContain('not generated');
   // The ShapeEval note and the command that reproduces it carry the report's sampling settings.
-  expect(text(byId(doc, 'shapeeval'))).toContain('CFG 1.5/1, temperature 0.7 (edits 0.4)');
+  expect(text(byId(doc, 'evaluation'))).toContain('CFG 1.5/1, temperature 0.7 (edits 0.4)');
   expect(text(byId(doc, 'reproduce'))).toMatch(/--cfg 1\.5 --cfg2 1 --temperature 0\.7 --edit-temperature 0\.4/);
   // Held-out condition use, measured before and after: a number in both columns of each row.
   const heldRows = byName(byId(doc, 'heldout'), 'tr').map((r) => byName(r, 'td').map(text)).filter((r) => r.length);
@@ -139,7 +140,7 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
   expect(resumed.out).not.toContain('measuring the starting model');
   expect(resumed.out).toMatch(/data: 36 records; VQ codes cached in /);
   // The Base column of the ShapeEval tables' overall rows (T2I, edits): figures, or a dash when the base is unknown.
-  const baseOverall = () => byName(byId(parseXhtml(fs.readFileSync(html, 'utf8')), 'shapeeval'), 'tr').filter((r) => r.attrs.class === 'overall').map((r) => text(byName(r, 'td')[0]));
+  const baseOverall = () => byName(byId(parseXhtml(fs.readFileSync(html, 'utf8')), 'evaluation'), 'tr').filter((r) => r.attrs.class === 'overall').map((r) => text(byName(r, 'td')[0]));
   expect(baseOverall()).toHaveLength(2);
   for (const cell of baseOverall()) expect(cell).toMatch(/\d/);
   const changed = cli(['train', '--config', tunedConfig, '--resume', 'auto', '--train.max_steps', '5', '--report.shapeeval.temperature', '0.9', '--allow-change', 'train.max_steps', 'report.shapeeval.temperature']);
@@ -150,10 +151,11 @@ test('train-vq -> base with vq_pretrained -> export -> fine-tune with report.ena
 
 test('a resumed run reuses the stored base measurement only if it was made with the same model and report settings', async () => {
   const raw = (temperature: number, pretrained = 'checkpoints/pretrained/janus-tiny-base') => parseTrainConfig({ model: { pretrained }, data: { kind: 'shapeworld', root: 'x' }, checkpoint: { dir: 'y' }, report: { enabled: true, shapeeval: { temperature } } }, 't.yaml');
-  const key = showcaseKey(raw(1));
-  expect(showcaseKey(raw(1))).toBe(key);
-  expect(showcaseKey(raw(0.5))).not.toBe(key);
-  expect(showcaseKey(raw(1, 'elsewhere'))).not.toBe(key);
+  const keyOf = (c: ReturnType<typeof raw>) => showcaseKey(c, shapeWorldSettings(c, 't.yaml').report);
+  const key = keyOf(raw(1));
+  expect(keyOf(raw(1))).toBe(key);
+  expect(keyOf(raw(0.5))).not.toBe(key);
+  expect(keyOf(raw(1, 'elsewhere'))).not.toBe(key);
   const dir = path.join(tmp, 'showcase');
   expect(loadShowcase(dir, key)).toBe('missing');
   const png = Buffer.from('not decoded here');
@@ -163,7 +165,7 @@ test('a resumed run reuses the stored base measurement only if it was made with 
   expect(back).not.toBe('stale');
   expect((back as Showcase).edits[0]).toMatchObject({ instruction: 'remove it', category: 'remove' });
   expect((back as Showcase).samples[0].equals(png)).toBe(true);
-  expect(loadShowcase(dir, showcaseKey(raw(0.5)))).toBe('stale');
+  expect(loadShowcase(dir, keyOf(raw(0.5)))).toBe('stale');
 });
 
 test('sphericalKMeans finds well-separated clusters exactly, weighting repeated rows', () => {

@@ -1,5 +1,5 @@
 import seedrandom from 'seedrandom';
-import { BACKGROUND_NAMES, COLOR_NAMES, Cell, ColorName, Scene, SceneObject, SHAPES, Shape } from '../src/data/scene';
+import { BACKGROUND_NAMES, COLOR_NAMES, Cell, ColorName, Scene, SceneObject, SHAPES, Shape } from '../src/shapeworld/scene';
 import {
   Clause,
   ObservedScene,
@@ -14,7 +14,7 @@ import {
   summariseT2I,
   t2iPromptFromScene,
   t2iPromptsFromScene,
-} from '../src/generate/shapeeval';
+} from '../src/shapeworld/shapeeval';
 import { randomScene } from './scenes';
 
 

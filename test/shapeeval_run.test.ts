@@ -1,8 +1,8 @@
 import sharp from 'sharp';
-import { renderScene } from '../src/data/render';
-import { makeT2ISample } from '../src/data/shapeworld';
-import { runShapeEval, sceneKey, shapeEvalEdits, shapeEvalT2IPrompts, shapeworldTrainingScenes } from '../src/generate/eval';
-import { EDIT_CATEGORIES, T2I_CATEGORIES, scoreT2I } from '../src/generate/shapeeval';
+import { renderScene } from '../src/shapeworld/render';
+import { makeT2ISample } from '../src/shapeworld/samples';
+import { runShapeEval, sceneKey, shapeEvalEdits, shapeEvalT2IPrompts, shapeworldTrainingScenes } from '../src/shapeworld/shapeeval_run';
+import { EDIT_CATEGORIES, T2I_CATEGORIES, scoreT2I } from '../src/shapeworld/shapeeval';
 
 const SIZE = 64;
 

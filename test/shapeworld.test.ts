@@ -14,10 +14,10 @@ import {
   shapeworldWords,
   specHolds,
   PromptSpec,
-} from '../src/data/shapeworld';
+} from '../src/shapeworld/samples';
 import { makeRng } from '../src/data/rng';
-import type { Scene } from '../src/data/scene';
-import { renderScene } from '../src/data/render';
+import type { Scene } from '../src/shapeworld/scene';
+import { renderScene } from '../src/shapeworld/render';
 
 const N = 1500;
 const t2i = Array.from({ length: N }, (_, i) => makeT2ISample(1, i));

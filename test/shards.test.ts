@@ -5,7 +5,7 @@ import * as path from 'path';
 import { initBackend } from '../src/backend';
 import { readShareGPT4o } from '../src/data/sharegpt4o';
 import { ImageEncoder, ImageLoader, ShardDataset, prepareShards } from '../src/data/shards';
-import { synthesize } from '../src/data/synth';
+import { synthesize } from '../src/shapeworld/synth';
 import { WordTokenizer } from '../src/tokenizer/word';
 import { WORDS, fixtureModel } from './train_fixture';
 // eslint-disable-next-line @typescript-eslint/no-require-imports

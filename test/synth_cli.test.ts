@@ -3,12 +3,12 @@ import * as os from 'os';
 import * as path from 'path';
 import yargs from 'yargs';
 import { synthCommand } from '../src/cli/synth';
-import { UserError } from '../src/cli/errors';
-import { renderScene } from '../src/data/render';
-import { readScenes, synthesize } from '../src/data/synth';
+import { UserError } from '../src/errors';
+import { renderScene } from '../src/shapeworld/render';
+import { readScenes, synthesize } from '../src/shapeworld/synth';
 import { readShareGPT4o } from '../src/data/sharegpt4o';
-import { applyEdits, checkScene, specHolds, PromptSpec, EditOp } from '../src/data/shapeworld';
-import type { Scene } from '../src/data/scene';
+import { applyEdits, checkScene, specHolds, PromptSpec, EditOp } from '../src/shapeworld/samples';
+import type { Scene } from '../src/shapeworld/scene';
 
 let tmp: string;
 beforeAll(async () => {

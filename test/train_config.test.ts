@@ -2,8 +2,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import YAML from 'yaml';
-import { UserError } from '../src/cli/errors';
-import { checkResumeConfig, diffConfigs } from '../src/train/checkpoint';
+import { UserError } from '../src/errors';
+import { checkResumeConfig, diffConfigs } from '../src/train/resume';
 import { canonicalJson, checkConfigPaths, configHash, loadTrainConfig, nearestKey, parseTrainConfig, splitOverrideArgs, TrainConfig, trainableFilter } from '../src/train/config';
 
 const REPO = path.resolve(__dirname, '..');

@@ -9,7 +9,7 @@ import * as path from 'path';
 import { imageTokenCount, presetConfig } from '../model/config';
 import { readShareGPT4o } from '../data/sharegpt4o';
 import { prepareShards } from '../data/shards';
-import { synthesize } from '../data/synth';
+import { synthesize } from '../shapeworld/synth';
 import { loadImage } from '../tokenizer/image';
 import { randomVq } from './vq';
 

@@ -18,12 +18,12 @@ import { fallbackReport, WorkloadKernels } from './fallback';
 import { runTorchBench, TorchResult } from './torch';
 import { prepareWasmThreads } from './wasm_threads';
 import { Skipped, isSkipped, peakRssMiB } from './util';
-import type { AllReduceBenchReport } from '../train/distributed';
+import type { AllReduceBenchReport } from '../distributed';
 
 export interface BenchOptions {
   quick?: boolean;
   compareTorch?: boolean;
-  /** The loopback ring all-reduce bench of src/train/distributed (default on; ~10 s). */
+  /** The loopback ring all-reduce bench of src/distributed (default on; ~10 s). */
   allreduce?: boolean;
   /** XNNPACK threads of the wasm backend (1 = the stock single-threaded build). */
   wasmThreads?: number;
@@ -71,8 +71,8 @@ export interface BenchReport {
 
 async function allreduceSection(quick: boolean): Promise<AllReduceBenchReport | Skipped> {
   // Loaded lazily: the launcher starts worker scripts from the compiled dist tree, which a ts-jest run lacks.
-  const dist = (await import('../train/distributed')) as Partial<typeof import('../train/distributed')>;
-  if (typeof dist.runAllReduceBench !== 'function') return { skipped: 'src/train/distributed exports no runAllReduceBench' };
+  const dist = (await import('../distributed')) as Partial<typeof import('../distributed')>;
+  if (typeof dist.runAllReduceBench !== 'function') return { skipped: 'src/distributed exports no runAllReduceBench' };
   if (!__filename.endsWith('.js')) return { skipped: 'the all-reduce bench launches compiled workers; run it from dist (npm run bench)' };
   return dist.runAllReduceBench(quick ? { worldSizes: [2], sizesBytes: [1 << 20] } : {});
 }

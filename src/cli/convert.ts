@@ -8,7 +8,7 @@ import * as path from 'path';
 import type { CommandModule } from 'yargs';
 import { SaveDtype, writeShardedSafetensors } from '../io/safetensors';
 import { copyTokenizerFiles, openWeights } from '../io/pretrained';
-import { UserError } from './errors';
+import { UserError } from '../errors';
 
 interface ConvertArgs {
   in: string;

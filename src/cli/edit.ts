@@ -12,7 +12,7 @@ import { loadImagePixels } from '../generate/runtime';
 import { checkPositionBudget, generateEdits } from '../generate/sampler';
 import { imageTokenCount } from '../model/config';
 import { ImageInputError, decodeImage } from '../tokenizer/image';
-import { UserError } from './errors';
+import { UserError } from '../errors';
 import { GenerateSummary, SamplingArgs, asUserError, samplingFlags, samplingOptions, startRuntime, tokenProgress } from './generate';
 
 export interface EditArgs extends SamplingArgs {

@@ -8,12 +8,12 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import type { Argv, CommandModule } from 'yargs';
-import { renderScene } from '../data/render';
+import { renderScene } from '../shapeworld/render';
 import type { SamplingOptions } from '../generate/sampler';
-import { ShapeEvalReport, datasetSceneKeys, modelGenerator, runShapeEval, shapeworldTrainingScenes } from '../generate/eval';
-import { UserError } from './errors';
-import { ReadingProbeResult, readingProbe } from '../generate/reading_probe';
-import { CopyingProbeResult, copyingProbe } from '../generate/copying_probe';
+import { ShapeEvalReport, datasetSceneKeys, modelGenerator, runShapeEval, shapeworldTrainingScenes } from '../shapeworld/shapeeval_run';
+import { UserError } from '../errors';
+import { ReadingProbeResult, readingProbe } from '../shapeworld/reading_probe';
+import { CopyingProbeResult, copyingProbe } from '../shapeworld/copying_probe';
 import { SamplingArgs, asUserError, samplingFlags, samplingOptions, startRuntime, tokenProgress } from './generate';
 import type { GenerationRuntime } from '../generate/runtime';
 

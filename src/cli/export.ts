@@ -7,9 +7,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Argv, CommandModule } from 'yargs';
 import { initBackend } from '../backend';
-import { loadModelFolder } from '../generate/runtime';
+import { loadModelFolder } from '../io/model_folder';
 import { SaveDtype } from '../io/safetensors';
-import { UserError } from './errors';
+import { UserError } from '../errors';
 
 interface ExportArgs {
   checkpoint: string;

@@ -12,7 +12,7 @@ import { checkSamplingOptions } from '../generate/cfg';
 import { DpgPrompt, GenEvalPrompt, SampleRecord, readDpgPrompts, readGenEvalMetadata, writeDpgGrid, writeGenEvalPrompt, writePromptSamples } from '../generate/export';
 import { GenerationRuntime, loadRuntime } from '../generate/runtime';
 import { SamplingOptions, SamplingProgress, checkPositionBudget, generateT2I } from '../generate/sampler';
-import { UserError } from './errors';
+import { UserError } from '../errors';
 
 /** Flags every sampling command takes. */
 export interface SamplingArgs {

@@ -3,7 +3,7 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { COMMANDS } from './commands';
-import { UserError, reportCliError } from './errors';
+import { UserError, reportCliError } from '../errors';
 import { setConfigOverrides } from './overrides';
 import { splitOverrideArgs } from '../train/config';
 

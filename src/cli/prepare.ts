@@ -13,7 +13,7 @@ import { prepareShards } from '../data/shards';
 import { loadRuntime } from '../generate/runtime';
 import { imageTokenCount } from '../model/config';
 import { loadImage } from '../tokenizer/image';
-import { UserError } from './errors';
+import { UserError } from '../errors';
 
 interface PrepareArgs {
   data: string;

@@ -1,7 +1,7 @@
-/** `janus4o synth`: write a ShapeWorld dataset in the ShareGPT-4o-Image layout (see src/data/synth.ts). */
+/** `janus4o synth`: write a ShapeWorld dataset in the ShareGPT-4o-Image layout (see src/shapeworld/synth.ts). */
 import type { CommandModule } from 'yargs';
 import { SingleBar, Presets } from 'cli-progress';
-import { SYNTH_CAPTIONS, SynthCaptions, synthesize } from '../data/synth';
+import { SYNTH_CAPTIONS, SynthCaptions, synthesize } from '../shapeworld/synth';
 
 export interface SynthArgs {
   t2i: number;

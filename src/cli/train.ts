@@ -2,12 +2,13 @@
 import * as path from 'path';
 import { SingleBar } from 'cli-progress';
 import type { CommandModule } from 'yargs';
-import { loadCheckpoint, resolveCheckpoint } from '../train/checkpoint';
+import { loadCheckpoint, resolveCheckpoint } from '../io/checkpoint';
 import { TrainConfig, applyOverrides, loadTrainConfig, parseTrainConfig } from '../train/config';
-import { runTraining } from '../train/run';
+import { prepareRunConfig, runTraining } from '../train/run';
+import { datasetPlugin } from './datasets';
 import { StepLog } from '../train/trainer';
-import { UserError } from './errors';
-import { launch } from '../train/distributed/launcher';
+import { UserError } from '../errors';
+import { launch } from '../distributed/launcher';
 import { configOverrides } from './overrides';
 
 interface TrainArgs {
@@ -16,6 +17,7 @@ interface TrainArgs {
   nproc?: number;
   resume?: string;
   'allow-change': string[];
+  'allow-slow-backend': boolean;
   progress: boolean;
 }
 
@@ -47,13 +49,15 @@ function progressReporter(enabled: boolean): { onStep: (s: StepLog) => void; sto
   return { onStep, stop: () => bar?.stop(), log };
 }
 
-async function train(cfg: TrainConfig, source: string, resume: string | null, allow: string[], progress: boolean): Promise<void> {
+async function train(cfg: TrainConfig, source: string, resume: string | null, allow: string[], progress: boolean, allowSlowBackend: boolean): Promise<void> {
   const p = progressReporter(progress && Boolean(process.stderr.isTTY));
   let total = 0;
   const res = await runTraining(cfg, {
     source,
     resume,
     allowChanges: allow,
+    dataset: datasetPlugin(cfg.data.kind),
+    allowSlowBackend,
     log: p.log,
     onStep: (s) => {
       total = Math.max(total, s.step);
@@ -85,22 +89,26 @@ export const trainCommand: CommandModule<object, TrainArgs> = {
       .option('nproc', { type: 'number', describe: 'start this many data-parallel workers on this machine (default: distributed.nproc)' })
       .option('backend', { type: 'string', choices: ['auto', 'tensorflow', 'wasm', 'cpu'], describe: 'overrides the config\'s backend' })
       .option('allow-change', { type: 'string', array: true, default: [], describe: 'config keys allowed to differ from the checkpoint on resume' })
+      .option('allow-slow-backend', { type: 'boolean', default: false, describe: 'let a model of 1B+ parameters train on wasm or cpu (hours per step)' })
       .option('progress', { type: 'boolean', default: true, describe: 'progress bar on a terminal' }),
   handler: async (a) => {
     const cfg = loadTrainConfig(a.config, configOverrides());
     if (a.backend) cfg.backend = a.backend as TrainConfig['backend'];
+    // Checked once here, before any worker starts: one message instead of one per rank.
+    prepareRunConfig(cfg, { source: a.config, dataset: datasetPlugin(cfg.data.kind), allowSlowBackend: a['allow-slow-backend'] });
     const nproc = a.nproc ?? cfg.distributed.nproc;
     if (nproc > 1 && process.env.WORLD_SIZE === undefined && process.env.SLURM_PROCID === undefined) {
       process.exitCode = await launchWorkers(nproc, cfg.backend === 'tensorflow' || cfg.backend === 'auto');
       return;
     }
-    await train(cfg, a.config, a.resume ?? null, a['allow-change'], a.progress);
+    await train(cfg, a.config, a.resume ?? null, a['allow-change'], a.progress, a['allow-slow-backend']);
   },
 };
 
 interface ResumeArgs {
   checkpoint: string;
   'allow-change': string[];
+  'allow-slow-backend': boolean;
   progress: boolean;
 }
 
@@ -111,6 +119,7 @@ export const resumeCommand: CommandModule<object, ResumeArgs> = {
     y
       .option('checkpoint', { type: 'string', demandOption: true, describe: 'a checkpoint folder, a run folder (its latest), or "latest" of checkpoints/tiny' })
       .option('allow-change', { type: 'string', array: true, default: [], describe: 'config keys allowed to differ (with --train.lr etc.)' })
+      .option('allow-slow-backend', { type: 'boolean', default: false, describe: 'let a model of 1B+ parameters train on wasm or cpu (hours per step)' })
       .option('progress', { type: 'boolean', default: true }),
   handler: async (a) => {
     const target = a.checkpoint === 'latest' ? 'checkpoints/tiny' : a.checkpoint;
@@ -120,6 +129,6 @@ export const resumeCommand: CommandModule<object, ResumeArgs> = {
     if (ck.trainConfig === null || typeof ck.trainConfig !== 'object' || Array.isArray(ck.trainConfig)) throw new UserError(`${source} does not hold a training config`);
     const overrides = configOverrides();
     const cfg = parseTrainConfig(applyOverrides(ck.trainConfig as Record<string, unknown>, overrides, source), source);
-    await train(cfg, source, dir, [...a['allow-change'], ...overrides.map((o) => o.key)], a.progress);
+    await train(cfg, source, dir, [...a['allow-change'], ...overrides.map((o) => o.key)], a.progress, a['allow-slow-backend']);
   },
 };

@@ -7,8 +7,8 @@ import { initBackend, BackendName } from '../backend';
 import { isPresetName, presetConfig } from '../model/config';
 import { PRESET_NAMES } from '../train/config';
 import { SaveDtype } from '../io/safetensors';
-import { trainVQ } from '../train/vq_train';
-import { UserError } from './errors';
+import { trainVQ } from '../shapeworld/vq_train';
+import { UserError } from '../errors';
 
 interface TrainVQArgs {
   data: string;

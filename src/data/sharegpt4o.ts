@@ -11,7 +11,7 @@
  */
 import { promises as fs } from 'fs';
 import * as path from 'path';
-import { UserError } from '../cli/errors';
+import { UserError } from '../errors';
 import { readJsonArrayFile } from './sharegpt4o_json';
 import { ImageCheck, PathProblemKind, resolveImagePath } from './sharegpt4o_checks';
 

@@ -3,23 +3,16 @@
  * needs (ids -> PNG through the VQ decoder; a source image -> VQ ids and SigLIP features for edits). The CLI
  * commands and the ShapeEval runner all start from one of these.
  */
-import * as fs from 'fs';
-import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
-import { UserError } from '../cli/errors';
+import { UserError } from '../errors';
 import { PromptIds } from '../data/batch';
-import { renderScene } from '../data/render';
-import type { Scene } from '../data/scene';
 import { promptIds } from '../data/prompt_ids';
-import { JanusConfig, imageTokenCount, validateConfig } from '../model/config';
+import { loadModelFolder } from '../io/model_folder';
+import { JanusConfig, imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
-import { janusConfigFromHf } from '../io/hf_config';
 import { ImagePositions } from '../model/positions';
-import { loadIntoStore } from '../io/pretrained';
 import { ImageInputError, imageToPng, loadImage } from '../tokenizer/image';
-import { TextTokenizer as BpeTokenizer } from '../tokenizer/text';
-import { WordTokenizer } from '../tokenizer/word';
-import { LATEST_FILE, MANIFEST_FILE, loadCheckpoint, loadWeightsIntoStore, resolveCheckpoint } from '../train/checkpoint';
+import { loadPromptTokenizer } from '../tokenizer/load';
 
 export interface GenerationRuntime {
   readonly model: Janus4o;
@@ -89,42 +82,10 @@ export function runtimeFromModel(model: Janus4o, templates: PromptIds, tokenizer
   };
 }
 
-/** config.json of a training checkpoint (a JanusConfig) or of a Janus model folder (HF layout). */
-function readConfig(file: string): JanusConfig {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${file}: cannot read the model config (${(e as Error).message}).`);
-  }
-  try {
-    const c = raw as Partial<JanusConfig>;
-    if (c && typeof c === 'object' && typeof c.llm === 'object' && typeof c.vq === 'object') return validateConfig(c as JanusConfig);
-    return janusConfigFromHf(raw);
-  } catch (e) {
-    throw new UserError(`${file}: ${(e as Error).message}`);
-  }
-}
-
-/**
- * Prompt templates for the folder's tokenizer: a word-level tokenizer.json (ShapeWorld models) goes through
- * the same `promptIds` the trainer uses; a BPE one (Janus-Pro) through the template builders of
- * tokenizer/template.ts.
- */
+/** Prompt templates for the folder's tokenizer, through the same `promptIds` the trainer uses. */
 function loadTemplates(dir: string, imagePositions: ImagePositions | undefined): { templates: PromptIds; vocabSize: number } {
-  const file = path.join(dir, 'tokenizer.json');
-  if (!fs.existsSync(file)) throw new UserError(`${dir} has no tokenizer.json; a checkpoint for generation needs its tokenizer.`);
-  try {
-    const json = JSON.parse(fs.readFileSync(file, 'utf8')) as { model?: { type?: string } };
-    if (json.model?.type === 'WordLevel') {
-      const tok = WordTokenizer.load(file);
-      return { templates: promptIds(tok, imagePositions), vocabSize: tok.vocabSize };
-    }
-    const tok = BpeTokenizer.fromDir(dir);
-    return { templates: promptIds(tok, imagePositions), vocabSize: tok.vocabSize };
-  } catch (e) {
-    throw new UserError(`${file}: ${(e as Error).message}`);
-  }
+  const { tok } = loadPromptTokenizer(dir);
+  return { templates: promptIds(tok, imagePositions), vocabSize: tok.vocabSize };
 }
 
 /**
@@ -141,39 +102,6 @@ export async function loadRuntime(target: string): Promise<GenerationRuntime> {
     model.dispose();
     throw e;
   }
-}
-
-/**
- * Loads a model (weights and config, no tokenizer): a training checkpoint, a checkpoint root (its `latest`),
- * or a model folder. `dir` is the folder the weights came from (where its tokenizer.json lives).
- */
-export async function loadModelFolder(target: string, opts: { imagePositions?: ImagePositions } = {}): Promise<{ model: Janus4o; dir: string }> {
-  const abs = path.resolve(target);
-  if (!fs.existsSync(abs)) throw new UserError(`Checkpoint directory ${abs} does not exist.`);
-  if (!fs.statSync(abs).isDirectory()) throw new UserError(`--checkpoint ${abs} is a file; pass the checkpoint directory.`);
-  const trainingLayout = fs.existsSync(path.join(abs, MANIFEST_FILE)) || fs.existsSync(path.join(abs, LATEST_FILE)) || !fs.existsSync(path.join(abs, 'config.json'));
-  const dir = trainingLayout ? await resolveCheckpoint(abs) : abs;
-  const read = readConfig(path.join(dir, 'config.json'));
-  const config = opts.imagePositions ? { ...read, imagePositions: opts.imagePositions } : read;
-  const model = Janus4o.create(config, { allocate: false });
-  try {
-    if (trainingLayout) await loadWeightsIntoStore((await loadCheckpoint(dir)).weights, model.params);
-    else loadIntoStore(model.params, dir);
-  } catch (e) {
-    model.dispose();
-    throw e instanceof UserError ? e : new UserError(`${dir}: ${(e as Error).message}`);
-  }
-  return { model, dir };
-}
-
-/** A ShapeWorld scene rendered as the model's input and its VQ ids (the probes' teacher-forced images); the caller owns `pixels`. */
-export async function encodeScene(model: Janus4o, scene: Scene): Promise<{ ids: number[]; pixels: tf.Tensor4D }> {
-  const size = model.config.imageSize;
-  const pixels = await loadImagePixels(await renderScene(scene, size), size);
-  const idsT = tf.tidy(() => model.vq.encode(pixels));
-  const ids = Array.from(await idsT.data());
-  idsT.dispose();
-  return { ids, pixels };
 }
 
 /**

@@ -6,13 +6,11 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { UserError } from '../cli/errors';
-import { EDIT_CATEGORIES, T2I_CATEGORIES } from '../generate/shapeeval';
-import type { CategoryScore, EditCategory, Summary, T2ICategory } from '../generate/shapeeval';
-import { atomicWriteFile } from '../train/atomic';
-import type { StepLog } from '../train/trainer';
+import { UserError } from '../errors';
+import { atomicWriteFile } from '../io/atomic';
+import type { StepLog } from '../io/steplog';
 import { ChartSeries, escapeXml, finitePoints, lineChart } from './charts';
-import { latestPerStep } from './steplog';
+import { latestPerStep } from '../io/steplog';
 
 export type { StepLog };
 
@@ -57,17 +55,33 @@ export interface HeldOutLoss {
   notes?: readonly string[];
 }
 
-/** One model's ShapeEval results; a null suite was not run. */
-export interface ShapeEvalRun {
-  t2i: Summary<T2ICategory> | null;
-  edit: Summary<EditCategory> | null;
+/** One category's score: an accuracy, with the counts behind it when known. */
+export interface CategoryScore {
+  accuracy: number | null;
+  correct?: number;
+  total?: number;
 }
 
-export interface ShapeEvalComparison {
-  base: ShapeEvalRun | null;
-  finetuned: ShapeEvalRun | null;
+/** One model's scores on one suite: per category and overall (null: nothing scored). */
+export interface ScoreSummary {
+  categories: Readonly<Record<string, CategoryScore | undefined>>;
+  overall: number | null;
+}
+
+/** A base vs fine-tuned table of one suite; a null side was not evaluated. */
+export interface ScoreTable {
+  caption: string;
+  categories: readonly string[];
+  base: ScoreSummary | null;
+  finetuned: ScoreSummary | null;
+}
+
+/** The benchmark section: a dataset's evaluation hook (e.g. ShapeWorld's ShapeEval) fills it. */
+export interface EvaluationComparison {
+  title: string;
   /** How it was measured, e.g. "4 images per prompt, seed 0". */
   note?: string;
+  tables: readonly ScoreTable[];
 }
 
 /** Outputs for one fixed prompt; a null image was not generated. */
@@ -90,7 +104,7 @@ export interface ReportData {
   facts: RunFacts;
   steps: readonly StepLog[];
   heldOut?: HeldOutLoss | null;
-  shapeEval?: ShapeEvalComparison | null;
+  evaluation?: EvaluationComparison | null;
   samples?: readonly SampleComparison[];
   edits?: readonly EditExample[];
   /** Further commands for the reproduce section, e.g. the eval command. */
@@ -259,36 +273,32 @@ function heldOutSection(h: HeldOutLoss | null | undefined): string {
   return `${head}\n<table><thead><tr><th></th><th>Before</th><th>After</th><th>Change</th></tr></thead><tbody>${rows}</tbody></table>${note}${useNote}${notes}</section>`;
 }
 
-type AnySummary = Summary<T2ICategory> | Summary<EditCategory>;
-
 /** A category's score; `cat` null is the overall row. */
-function scoreOf(s: AnySummary | null, cat: string | null): CategoryScore | { accuracy: number | null } | undefined {
+function scoreOf(s: ScoreSummary | null, cat: string | null): CategoryScore | undefined {
   if (!s) return undefined;
-  return cat === null ? { accuracy: s.overall } : (s.categories as Record<string, CategoryScore | undefined>)[cat];
+  return cat === null ? { accuracy: s.overall } : s.categories[cat];
 }
 
-function scoreCell(score: CategoryScore | { accuracy: number | null } | undefined): string {
+function scoreCell(score: CategoryScore | undefined): string {
   if (!score || score.accuracy === null) return '<td class="num">—</td>';
-  const count = 'total' in score ? ` <span class="count">(${score.correct}/${score.total})</span>` : '';
+  const count = score.total !== undefined ? ` <span class="count">(${score.correct ?? 0}/${score.total})</span>` : '';
   return `<td class="num">${fmt(score.accuracy)}${count}</td>`;
 }
 
-function evalTable(caption: string, cats: readonly string[], base: AnySummary | null, tuned: AnySummary | null): string {
-  if (!base && !tuned) return `<h3>${escapeXml(caption)}</h3><p class="missing">Not evaluated.</p>`;
-  const body = [...cats, null].map((c) => {
+function evalTable(t: ScoreTable): string {
+  if (!t.base && !t.finetuned) return `<h3>${escapeXml(t.caption)}</h3><p class="missing">Not evaluated.</p>`;
+  const body = [...t.categories, null].map((c) => {
     const label = c === null ? '<th scope="row" class="overall">overall</th>' : `<th scope="row">${escapeXml(c)}</th>`;
-    return `<tr${c === null ? ' class="overall"' : ''}>${label}${scoreCell(scoreOf(base, c))}${scoreCell(scoreOf(tuned, c))}${delta(scoreOf(base, c)?.accuracy, scoreOf(tuned, c)?.accuracy)}</tr>`;
+    return `<tr${c === null ? ' class="overall"' : ''}>${label}${scoreCell(scoreOf(t.base, c))}${scoreCell(scoreOf(t.finetuned, c))}${delta(scoreOf(t.base, c)?.accuracy, scoreOf(t.finetuned, c)?.accuracy)}</tr>`;
   });
-  return `<h3>${escapeXml(caption)}</h3>\n<table class="eval"><thead><tr><th>Category</th><th>Base</th><th>Fine-tuned</th><th>Δ</th></tr></thead><tbody>\n${body.join('\n')}\n</tbody></table>`;
+  return `<h3>${escapeXml(t.caption)}</h3>\n<table class="eval"><thead><tr><th>Category</th><th>Base</th><th>Fine-tuned</th><th>Δ</th></tr></thead><tbody>\n${body.join('\n')}\n</tbody></table>`;
 }
 
-function shapeEvalSection(e: ShapeEvalComparison | null | undefined): string {
-  const head = '<section id="shapeeval"><h2>ShapeEval: base vs fine-tuned</h2>';
-  if (!e || (!e.base && !e.finetuned)) return `${head}<p class="missing">ShapeEval was not run.</p></section>`;
+function evaluationSection(e: EvaluationComparison | null | undefined): string {
+  const head = `<section id="evaluation"><h2>${escapeXml(e?.title ?? 'Evaluation')}: base vs fine-tuned</h2>`;
+  if (!e || e.tables.every((t) => !t.base && !t.finetuned)) return `${head}<p class="missing">No evaluation was run.</p></section>`;
   const note = e.note ? `<p class="note">${escapeXml(e.note)}</p>` : '';
-  const t2i = evalTable('Text to image (accuracy)', T2I_CATEGORIES, e.base?.t2i ?? null, e.finetuned?.t2i ?? null);
-  const edit = evalTable('Editing (accuracy)', EDIT_CATEGORIES, e.base?.edit ?? null, e.finetuned?.edit ?? null);
-  return `${head}\n${note}\n${t2i}\n${edit}</section>`;
+  return `${head}\n${note}\n${e.tables.map(evalTable).join('\n')}</section>`;
 }
 
 /** A table of text plus before/after images, or a line saying there is nothing to show. */
@@ -339,7 +349,7 @@ pre { background: #f2f2f2; padding: 10px; overflow-x: auto; }
 function renderHtml(data: ReportData, steps: StepLog[], assets: AssetMap): string {
   const title = data.title ?? `janus4o-tf fine-tune report (${data.facts.preset})`;
   const nav = [
-    ['facts', 'Run'], ['curves', 'Loss'], ['lr', 'LR'], ['heldout', 'Held-out'], ['shapeeval', 'ShapeEval'],
+    ['facts', 'Run'], ['curves', 'Loss'], ['lr', 'LR'], ['heldout', 'Held-out'], ['evaluation', data.evaluation?.title ?? 'Evaluation'],
     ['samples', 'Samples'], ['edits', 'Edits'], ['reproduce', 'Reproduce'],
   ].map(([id, label]) => `<a href="#${id}">${label}</a>`);
   return [
@@ -352,7 +362,7 @@ function renderHtml(data: ReportData, steps: StepLog[], assets: AssetMap): strin
     factsSection(data.facts, steps),
     curvesSection(steps),
     heldOutSection(data.heldOut),
-    shapeEvalSection(data.shapeEval),
+    evaluationSection(data.evaluation),
     samplesSection(data.samples ?? [], assets),
     editsSection(data.edits ?? [], assets),
     reproduceSection(data.facts, data.reproduce ?? []),

@@ -8,7 +8,7 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
 import * as tf from '@tensorflow/tfjs-core';
-import { UserError } from '../cli/errors';
+import { UserError } from '../errors';
 
 /** Janus' `background_color`, used for padding and for flattening transparency. */
 export const JANUS_GRAY = 127;

@@ -10,11 +10,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { UserError } from '../cli/errors';
+import { UserError } from '../errors';
 import { DEFAULT_NO_DECAY } from './optimizer';
 import { INIT_SCHEMES } from '../model/init_scheme';
-import { SYNTH_CAPTIONS } from '../data/synth';
-import { MAX_OBJECTS } from '../data/shapeworld_edits';
 
 const int = (min: number, what: string) => z.number().int({ message: `must be an integer` }).min(min, { message: `must be ${what}` });
 const prob = z.number().min(0, { message: 'must be between 0 and 1' }).max(1, { message: 'must be between 0 and 1' });
@@ -51,6 +49,8 @@ const modelSchema = z
     preset: z.enum(PRESET_NAMES).optional(),
     /** A folder with config.json and weights (Janus-Pro download or one of our checkpoints). */
     pretrained: z.string().min(1).optional(),
+    /** With preset: a folder whose tokenizer.json (and side files) the model uses; absent: the dataset plugin's (ShapeWorld builds one). */
+    tokenizer: z.string().min(1).optional(),
     /** With preset: a tokenizer folder from `janus4o train-vq` (its config.json sets the VQ config and image size). */
     vq_pretrained: z.string().min(1).optional(),
     /** With preset: how the random weights start (src/model/init_scheme.ts, docs/init-scale.md). */
@@ -63,25 +63,6 @@ const modelSchema = z
   })
   .strict();
 
-const synthSchema = z
-  .object({
-    t2i: int(0, 'a non-negative integer').default(2000),
-    edit: int(0, 'a non-negative integer').default(2000),
-    size: posInt.default(64),
-    seed: int(0, 'a non-negative integer').default(1),
-    caption_noise: prob.default(0),
-    /** Most objects in a T2I image (1-4); 1 writes a single-object curriculum set. */
-    max_objects: int(1, `an integer from 1 to ${MAX_OBJECTS}`).max(MAX_OBJECTS, `max_objects must be at most ${MAX_OBJECTS}`).default(MAX_OBJECTS),
-    /** T2I captions: rich (default) or class (one object, "a {colour} {shape} on a {background} background"). */
-    captions: z.enum(SYNTH_CAPTIONS).default('rich'),
-  })
-  .strict();
-
-/** data.synth when a config leaves it out: what `janus4o synth` writes by default. */
-export function synthDefaults(): z.infer<typeof synthSchema> {
-  return synthSchema.parse({});
-}
-
 const dataSchema = z
   .object({
     kind: z.enum(['shapeworld', 'sharegpt4o']),
@@ -92,9 +73,10 @@ const dataSchema = z
     max_bad_fraction: prob.default(0.01),
     /** Records kept out of training for the held-out loss: the tail of each task, in proportion (data/split.ts). */
     heldout: int(0, 'a non-negative integer').default(0),
-    /** ShapeWorld only: write the dataset into root when it is missing. */
-    synthesize_if_missing: z.boolean().default(true),
-    synth: synthSchema.optional(),
+    /** For datasets that can be generated (ShapeWorld): write the dataset into root when it is missing (default true). */
+    synthesize_if_missing: z.boolean().optional(),
+    /** How a generated dataset is made; its plugin validates it (ShapeWorld: src/shapeworld/config.ts). */
+    synth: z.record(z.string(), z.unknown()).optional(),
   })
   .strict();
 
@@ -138,35 +120,6 @@ const trainSchema = z
   })
   .strict();
 
-const shapeEvalSchema = z
-  .object({
-    /** T2I prompts per category (six categories). */
-    per_category: posInt.default(8),
-    /** Edits per category (seven categories); 0 skips edits. */
-    edits_per_category: int(0, 'a non-negative integer').default(4),
-    images_per_prompt: posInt.default(4),
-    seed: int(0, 'a non-negative integer').default(0),
-    cfg: z.number().min(0, { message: 'must be >= 0' }).default(5),
-    cfg2: z.number().min(0, { message: 'must be >= 0' }).default(5),
-    /** Softmax temperature of the samples (1 = the reference; 0 = greedy). */
-    temperature: z.number().min(0, { message: 'must be >= 0' }).default(1),
-    /** Softmax temperature of the edits (absent: temperature). */
-    edit_temperature: z.number().min(0, { message: 'must be >= 0' }).optional(),
-  })
-  .strict();
-
-const reportSchema = z
-  .object({
-    /** After training (rank 0): ShapeEval and samples of the starting model and of the result, and report.html. */
-    enabled: z.boolean().default(false),
-    shapeeval: shapeEvalSchema.default({}),
-    /** Fixed prompts shown before/after. */
-    samples: z.array(z.string().min(1)).default([]),
-    /** Edit examples drawn from the ShapeEval edit set. */
-    edit_examples: int(0, 'a non-negative integer').default(4),
-  })
-  .strict();
-
 const checkpointSchema = z
   .object({
     dir: z.string().min(1).default('checkpoints/run'),
@@ -191,7 +144,8 @@ export const TrainConfigSchema = z
     train: trainSchema.default({}),
     checkpoint: checkpointSchema.default({}),
     distributed: distributedSchema.default({}),
-    report: reportSchema.default({}),
+    /** After-run measurements of the dataset's plugin (ShapeWorld: ShapeEval, samples, report.html); it validates this section. */
+    report: z.record(z.string(), z.unknown()).default({}),
     backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']).default('auto'),
   })
   .strict()
@@ -199,9 +153,8 @@ export const TrainConfigSchema = z
     const n = (c.model.preset ? 1 : 0) + (c.model.pretrained ? 1 : 0);
     if (n !== 1) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['model'], message: 'needs exactly one of preset (a built-in size) or pretrained (a weights folder)' });
     if (c.model.init !== 'reference' && !c.model.preset) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['model', 'init'], message: 'applies to a preset model only (a pretrained folder brings its own weights)' });
+    if (c.model.tokenizer && !c.model.preset) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['model', 'tokenizer'], message: 'applies to a preset model only (a pretrained folder brings its own tokenizer.json)' });
     if (c.model.vq_pretrained && !c.model.preset) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['model', 'vq_pretrained'], message: 'applies to a preset model only (a pretrained folder brings its own tokenizer)' });
-    if (c.report.enabled && c.data.kind !== 'shapeworld') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['report', 'enabled'], message: 'the report measures ShapeEval and needs data.kind shapeworld' });
-    if (c.data.synth && c.data.kind !== 'shapeworld') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['data', 'synth'], message: 'only applies to kind shapeworld' });
   });
 
 export type TrainConfig = z.infer<typeof TrainConfigSchema>;
@@ -221,15 +174,17 @@ function unwrap(s: AnyZod): AnyZod {
 }
 
 /** The schema at a key path, or the keys valid where the path stops matching. */
-function schemaAt(keys: readonly (string | number)[]): { schema: AnyZod } | { badIndex: number; valid: string[] } {
-  let s = unwrap(TrainConfigSchema);
+function schemaAt(keys: readonly (string | number)[], root: AnyZod = TrainConfigSchema): { schema: AnyZod } | { badIndex: number; valid: string[] } {
+  let s = unwrap(root);
   for (let i = 0; i < keys.length; i++) {
     if (s instanceof z.ZodObject) {
       const shape = s.shape as Record<string, AnyZod>;
       const next = shape[String(keys[i])];
       if (!next) return { badIndex: i, valid: Object.keys(shape) };
       s = unwrap(next);
-    } else if (s instanceof z.ZodArray) s = unwrap(s.element);
+    } else if (s instanceof z.ZodRecord) s = unwrap(s.valueSchema as AnyZod);
+    else if (s instanceof z.ZodUnknown) return { schema: s };
+    else if (s instanceof z.ZodArray) s = unwrap(s.element);
     else if (s instanceof z.ZodTuple) s = unwrap(s.items[Number(keys[i])] ?? s.items[0]);
     else return { badIndex: i, valid: [] };
   }
@@ -288,15 +243,16 @@ export function show(v: unknown): string {
   return s.length > 60 ? `${s.slice(0, 57)}...` : s;
 }
 
-function issueText(issue: z.ZodIssue, raw: unknown, fromFlag: ReadonlyMap<string, string>): string[] {
-  const keyPath = issue.path.join('.') || '(top level)';
+/** `issue` is relative to `root` (the whole config, or a plugin's section found at `prefix`). */
+function issueText(issue: z.ZodIssue, raw: unknown, fromFlag: ReadonlyMap<string, string>, root: AnyZod = TrainConfigSchema, prefix: readonly string[] = []): string[] {
+  const keyPath = [...prefix, ...issue.path].join('.') || '(top level)';
   const flag = fromFlag.get(keyPath);
   const where = flag ? ` (set by ${flag})` : '';
   const got = valueAt(raw, issue.path);
   if (issue.code === z.ZodIssueCode.unrecognized_keys) {
-    const parent = schemaAt(issue.path);
+    const parent = schemaAt(issue.path, root);
     const valid = 'schema' in parent && parent.schema instanceof z.ZodObject ? Object.keys(parent.schema.shape as object) : [];
-    return issue.keys.map((k) => unknownKeyText([...issue.path, k].join('.'), k, valid));
+    return issue.keys.map((k) => unknownKeyText([...prefix, ...issue.path, k].join('.'), k, valid));
   }
   if (issue.code === z.ZodIssueCode.invalid_type) {
     if (issue.received === 'undefined') return [`${keyPath}: missing (expected ${issue.expected})`];
@@ -307,6 +263,17 @@ function issueText(issue: z.ZodIssue, raw: unknown, fromFlag: ReadonlyMap<string
   }
   if (issue.code === z.ZodIssueCode.custom) return [`${keyPath}: ${issue.message}`];
   return [`${keyPath}: ${issue.message}, got ${show(got)}${where}`];
+}
+
+/**
+ * Validates a plugin's section of a config (e.g. ShapeWorld's `report`) with its own schema; errors read like
+ * the core's, with the section's key path (`keyPath`, e.g. ['report']) in front of every key.
+ */
+export function parseConfigSection<S extends z.ZodTypeAny>(schema: S, raw: unknown, keyPath: readonly string[], source: string): z.infer<S> {
+  const r = schema.safeParse(raw);
+  if (r.success) return r.data as z.infer<S>;
+  const lines = r.error.issues.flatMap((i) => issueText(i, raw, new Map(), schema, keyPath));
+  throw new UserError(`Invalid training config ${source}: ${lines.join('; ')}.`);
 }
 
 /** Validates a parsed config object; `source` names the file in errors. Throws UserError (one paragraph). */
@@ -357,7 +324,8 @@ function coerce(schema: AnyZod, raw: string): unknown {
       return typeof x === 'string' ? coerce(el, x) : x;
     });
   }
-  if (schema instanceof z.ZodObject) return YAML.parse(t) as unknown;
+  // A plugin's section (data.synth, report) is validated by its plugin: take the value as YAML reads it.
+  if (schema instanceof z.ZodObject || schema instanceof z.ZodUnknown) return YAML.parse(t) as unknown;
   return raw;
 }
 
@@ -465,20 +433,12 @@ export function checkConfigPaths(cfg: TrainConfig, source: string, baseDir = pro
     throw new UserError(`model.vq_pretrained in ${source} points at ${path.resolve(baseDir, vq)}, which has no config.json. Train a tokenizer there with \`janus4o train-vq --data <shapeworld dataset> --out ${vq}\`.`);
   }
   const root = path.resolve(baseDir, cfg.data.root);
-  if (fs.existsSync(root)) return;
-  if (cfg.data.kind === 'sharegpt4o') {
+  if (!fs.existsSync(root) && cfg.data.kind === 'sharegpt4o') {
     throw new UserError(
       `data.root in ${source} points at ${root}, which does not exist. Download the dataset with ` +
         `\`huggingface-cli download --repo-type dataset FreedomIntelligence/ShareGPT-4o-Image --local-dir ${cfg.data.root}\`, ` +
         `unpack its image archives there so the image paths in the JSON files resolve, or set data.root to your copy.`,
     );
   }
-  if (!cfg.data.synthesize_if_missing) {
-    const s = cfg.data.synth ?? synthDefaults();
-    const extra = `${s.caption_noise ? ` --caption-noise ${s.caption_noise}` : ''}${s.max_objects !== MAX_OBJECTS ? ` --max-objects ${s.max_objects}` : ''}${s.captions !== 'rich' ? ` --captions ${s.captions}` : ''}`;
-    throw new UserError(
-      `data.root in ${source} points at ${root}, which does not exist and data.synthesize_if_missing is false. ` +
-        `Create it with \`janus4o synth --t2i ${s.t2i} --edit ${s.edit} --size ${s.size} --seed ${s.seed}${extra} --out ${cfg.data.root}\`.`,
-    );
-  }
+  // Other kinds are checked by their dataset plugin (ShapeWorld writes a missing root).
 }

@@ -10,7 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ParamStore } from '../model/params';
-import { Communicator } from './distributed/collectives';
+import { Communicator } from '../distributed/collectives';
 import { AdamW, clipCoefficient } from './optimizer';
 
 export interface SyncedGradients {

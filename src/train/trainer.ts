@@ -8,14 +8,16 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
+import type { StepLog } from '../io/steplog';
+import type { GenerationDefaults } from './dataset';
 import { PromptIds, Task, TokenSample, collate, lossPositionsPerSample } from '../data/batch';
 import { makeRng } from '../data/rng';
 import { DistributedSampler, SamplerCursor } from '../data/sampler';
 import { imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
-import { CheckpointContent, JsonValue, LoadedCheckpoint, TMP_PREFIX, checkpointName, cleanStaleCheckpointFiles, commitCheckpoint, loadWeightsIntoStore, paramStoreWeights, prepareCheckpoint, saveCheckpoint, writeCheckpointFiles, writeOptimizerShard } from './checkpoint';
+import { CheckpointContent, JsonValue, LoadedCheckpoint, checkpointName, tempCheckpointDir, cleanStaleCheckpointFiles, commitCheckpoint, loadWeightsIntoStore, paramStoreWeights, prepareCheckpoint, saveCheckpoint, writeCheckpointFiles, writeOptimizerShard } from '../io/checkpoint';
 import { DataParallel } from './data_parallel';
-import { Communicator } from './distributed/collectives';
+import { Communicator } from '../distributed/collectives';
 import { TrainConfig, configHash, trainableFilter } from './config';
 import { AdamW, clipByGlobalNorm } from './optimizer';
 import { ScheduleState, WarmupCosineSchedule, referenceTotalSteps } from './schedule';
@@ -30,20 +32,8 @@ export interface TrainingSet {
   sourceImage(index: number): Promise<tf.Tensor3D>;
 }
 
-export interface StepLog {
-  step: number;
-  epoch: number;
-  loss: number;
-  loss_t2i: number | null;
-  loss_edit: number | null;
-  accuracy: number;
-  lr: number;
-  grad_norm: number;
-  skipped: boolean;
-  tokens_per_s: number;
-  samples_per_s: number;
-  seconds: number;
-}
+
+export type { StepLog };
 
 export interface TrainerHooks {
   log?: (line: string) => void;
@@ -82,6 +72,8 @@ export class Trainer {
     readonly templates: PromptIds,
     readonly hooks: TrainerHooks = {},
     readonly extraFiles: readonly string[] = [],
+    /** Written into every checkpoint as generation_config.json; null keeps the starting folder's (in extraFiles). */
+    readonly generationDefaults: GenerationDefaults | null = null,
   ) {
     const t = config.train;
     const isTrainable = trainableFilter(t);
@@ -282,6 +274,7 @@ export class Trainer {
         extra: { consecutive_skips: rs.consecutiveSkips },
       },
       tokenizerFiles: this.extraFiles,
+      generationConfig: this.generationDefaults as unknown as JsonValue,
     };
     const c = this.config.checkpoint;
     if (!this.dp) {
@@ -291,7 +284,7 @@ export class Trainer {
     }
     // Rank 0 writes weights and state, every rank its optimizer shard, then rank 0 commits.
     const rank0 = this.dp.rank === 0;
-    const tmp = rank0 ? await prepareCheckpoint(c.dir, this.step) : path.join(c.dir, `${TMP_PREFIX}${String(this.step).padStart(6, '0')}`);
+    const tmp = rank0 ? await prepareCheckpoint(c.dir, this.step) : tempCheckpointDir(c.dir, this.step);
     await this.dp.comm.barrier({ tag: 'ckpt-prepared' });
     await writeOptimizerShard(tmp, await this.optimizer.exportState());
     if (rank0) await writeCheckpointFiles(tmp, content);

@@ -1,6 +1,6 @@
 /** Collectives between in-process ranks over real loopback sockets: exactness, layouts, edge sizes. */
-import { Communicator, RingCommunicator } from '../../src/train/distributed/collectives';
-import { referenceAllReduce, shardRange } from '../../src/train/distributed/layout';
+import { Communicator, RingCommunicator } from '../../src/distributed/collectives';
+import { referenceAllReduce, shardRange } from '../../src/distributed/layout';
 import { closeAll, localRing, randomBuffer } from './helpers';
 
 function bytesOf(a: Float32Array): Buffer {

@@ -1,6 +1,6 @@
 /** Worker environment: torchrun, Slurm, node lists. */
-import { expandNodeList, firstNode, readDistEnv, SLURM_PORT_BASE } from '../../src/train/distributed/env';
-import { initDistributed } from '../../src/train/distributed/init';
+import { expandNodeList, firstNode, readDistEnv, SLURM_PORT_BASE } from '../../src/distributed/env';
+import { initDistributed } from '../../src/distributed/init';
 
 describe('readDistEnv', () => {
   test('torchrun / Kubernetes variables', () => {

@@ -1,12 +1,12 @@
 /** Failure handling between in-process ranks: mismatches, timeouts, strangers, impostors. */
 import * as net from 'net';
-import { Communicator } from '../../src/train/distributed/collectives';
-import { DistributedError } from '../../src/train/distributed/errors';
-import { rendezvous, RendezvousOptions } from '../../src/train/distributed/rendezvous';
-import { freePort } from '../../src/train/distributed/launcher';
-import { listen, closeServer } from '../../src/train/distributed/net_util';
-import { FramedSocket, FrameKind, encodeHeader } from '../../src/train/distributed/framing';
-import { PRE_AUTH_MAX_PAYLOAD, clientHandshake, controlFrame, deriveKey } from '../../src/train/distributed/auth';
+import { Communicator } from '../../src/distributed/collectives';
+import { DistributedError } from '../../src/distributed/errors';
+import { rendezvous, RendezvousOptions } from '../../src/distributed/rendezvous';
+import { freePort } from '../../src/distributed/launcher';
+import { listen, closeServer } from '../../src/distributed/net_util';
+import { FramedSocket, FrameKind, encodeHeader } from '../../src/distributed/framing';
+import { PRE_AUTH_MAX_PAYLOAD, clientHandshake, controlFrame, deriveKey } from '../../src/distributed/auth';
 import { closeAll, localRing, SECRET } from './helpers';
 
 type Outcome = { ok: true } | { ok: false; err: DistributedError };
@@ -188,7 +188,7 @@ describe('authentication', () => {
   test('handshake helpers reject a key mismatch in both directions', async () => {
     const server = await listen('127.0.0.1', 0);
     const port = (server.address() as net.AddressInfo).port;
-    const { acceptAuthenticated } = await import('../../src/train/distributed/net_util');
+    const { acceptAuthenticated } = await import('../../src/distributed/net_util');
     const rejected: string[] = [];
     const stop = acceptAuthenticated(server, deriveKey(SECRET), 'ring', 2000, (m) => rejected.push(m), () => undefined);
     try {

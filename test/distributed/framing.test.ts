@@ -1,5 +1,5 @@
 /** Frame encoding and the streaming reader. */
-import { collectSink, decodeHeader, encodeHeader, fingerprint32, FrameHeader, FrameKind, FrameReader, HEADER_BYTES, PayloadSink } from '../../src/train/distributed/framing';
+import { collectSink, decodeHeader, encodeHeader, fingerprint32, FrameHeader, FrameKind, FrameReader, HEADER_BYTES, PayloadSink } from '../../src/distributed/framing';
 
 const header = (over: Partial<FrameHeader> = {}): FrameHeader => ({
   kind: FrameKind.AllReduce, step: 3, seq: 4_000_000_000, index: 77, totalElements: 7_000_000_123, fingerprint: 0xdeadbeef, payloadBytes: 12, ...over,

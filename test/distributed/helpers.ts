@@ -12,11 +12,11 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as ts from 'typescript';
-import { rendezvous, RendezvousOptions } from '../../src/train/distributed/rendezvous';
-import { Communicator } from '../../src/train/distributed/collectives';
-import { freePort } from '../../src/train/distributed/launcher';
+import { rendezvous, RendezvousOptions } from '../../src/distributed/rendezvous';
+import { Communicator } from '../../src/distributed/collectives';
+import { freePort } from '../../src/distributed/launcher';
 
-export const SRC_DIR = path.resolve(__dirname, '../../src/train/distributed');
+export const SRC_DIR = path.resolve(__dirname, '../../src/distributed');
 export const WORKERS_DIR = path.resolve(__dirname, 'workers');
 export const SECRET = 'test-secret-0123456789abcdef';
 

@@ -2,8 +2,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { deviceList, launch, report, WorkerRecord } from '../../src/train/distributed/launcher';
-import { parseLaunchArgs } from '../../src/train/distributed/cli';
+import { deviceList, launch, report, WorkerRecord } from '../../src/distributed/launcher';
+import { parseLaunchArgs } from '../../src/distributed/cli';
 import { buildDistModule, Proc, startNode, WORKERS_DIR } from './helpers';
 
 const WORKER = path.join(WORKERS_DIR, 'collective_worker.js');

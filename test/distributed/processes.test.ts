@@ -6,11 +6,11 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
-import { launch } from '../../src/train/distributed/launcher';
-import { freePort } from '../../src/train/distributed/launcher';
-import { referenceAllReduce, shardRange } from '../../src/train/distributed/layout';
-import { encodeHeader, FrameKind } from '../../src/train/distributed/framing';
-import { controlFrame } from '../../src/train/distributed/auth';
+import { launch } from '../../src/distributed/launcher';
+import { freePort } from '../../src/distributed/launcher';
+import { referenceAllReduce, shardRange } from '../../src/distributed/layout';
+import { encodeHeader, FrameKind } from '../../src/distributed/framing';
+import { controlFrame } from '../../src/distributed/auth';
 import { buildDistModule, randomBuffer, startNode, torchrunEnv, WORKERS_DIR } from './helpers';
 
 const WORKER = path.join(WORKERS_DIR, 'collective_worker.js');

@@ -9,11 +9,11 @@ import type * as tf from '@tensorflow/tfjs-core';
 import { detectPng } from './detect';
 import { EDIT_CATEGORIES, EditCategory, Summary, T2ICategory, T2IPrompt, T2I_CATEGORIES, checkEdit, scoreT2I, summariseEdits, summariseT2I, t2iPromptFromScene } from './shapeeval';
 import { makeRng } from '../data/rng';
-import type { Scene } from '../data/scene';
-import { EditSample, makeEditSample, makeT2ISample, sampleEdit, sampleScene } from '../data/shapeworld';
-import { readScenes } from '../data/synth';
-import { GenerationRuntime, loadImagePixels } from './runtime';
-import { SamplingOptions, generateEdits, generateT2I } from './sampler';
+import type { Scene } from './scene';
+import { EditSample, makeEditSample, makeT2ISample, sampleEdit, sampleScene } from './samples';
+import { readScenes } from './synth';
+import { GenerationRuntime, loadImagePixels } from '../generate/runtime';
+import { SamplingOptions, generateEdits, generateT2I } from '../generate/sampler';
 
 /** A canonical key of a scene (drawn or detected): equal keys, same background and objects in any order. */
 export function sceneKey(scene: { background: string; objects: readonly { shape: string; color: string; cell: { row: number; col: number } }[] }): string {

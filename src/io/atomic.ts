@@ -6,7 +6,7 @@
 import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { SafetensorsFile, writeSafetensors } from '../io/safetensors';
+import { SafetensorsFile, writeSafetensors } from './safetensors';
 
 /** Directory fsync is unsupported on Windows (EPERM/EISDIR); there the rename itself is the best we get. */
 function ignorableDirSyncError(e: unknown): boolean {

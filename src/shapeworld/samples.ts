@@ -13,12 +13,12 @@
  * before or after it, so `--t2i 100` is a prefix of `--t2i 2000` and any record can be regenerated alone.
  */
 import { BACKGROUND_NAMES, BackgroundName, COLOR_NAMES, Cell, ColorName, Scene, SceneObject, SHAPES, Shape } from './scene';
-import { makeRng, Rng, shuffled } from './rng';
-import { ALL_CELLS, EditSample, MAX_OBJECTS, sampleEdit } from './shapeworld_edits';
-import { Mention, PromptSpec, RELATIONS, classPhrase, describeSpec, groupMentions, relationHolds, specHolds } from './shapeworld_text';
+import { makeRng, Rng, shuffled } from '../data/rng';
+import { ALL_CELLS, EditSample, MAX_OBJECTS, sampleEdit } from './edits';
+import { Mention, PromptSpec, RELATIONS, classPhrase, describeSpec, groupMentions, relationHolds, specHolds } from './captions';
 
-export * from './shapeworld_text';
-export * from './shapeworld_edits';
+export * from './captions';
+export * from './edits';
 
 export type Pipeline = 'prompt-first' | 'image-first';
 

@@ -3,7 +3,7 @@
  * (bench_worker.ts) and reports, per buffer size, the ring all-reduce bus bandwidth next to raw TCP
  * throughput measured by the same processes in the same run, and their ratios.
  *
- *   node dist/train/distributed/bench.js [--nproc 2,4] [--sizes-mb 1,4,16,64]
+ *   node dist/distributed/bench.js [--nproc 2,4] [--sizes-mb 1,4,16,64]
  */
 import * as os from 'os';
 import * as path from 'path';

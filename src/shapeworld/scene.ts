@@ -1,7 +1,7 @@
 /**
  * The structured description of a ShapeWorld image: what the synthetic teacher draws, what scenes.jsonl
- * stores, and what the ShapeEval detector reads back. Shared contract between src/data/shapeworld.ts and
- * src/generate/detect.ts and src/generate/shapeeval.ts.
+ * stores, and what the ShapeEval detector reads back. Shared contract between src/shapeworld/samples.ts and
+ * src/shapeworld/detect.ts and src/shapeworld/shapeeval.ts.
  */
 
 export const SHAPES = ['circle', 'square', 'triangle', 'diamond'] as const;

@@ -9,8 +9,8 @@
  * changed, so the instruction means one thing whichever scene the reader resolves it against.
  */
 import { BACKGROUND_NAMES, BackgroundName, COLOR_NAMES, Cell, ColorName, Scene, SceneObject, SHAPES, Shape } from './scene';
-import type { Rng } from './rng';
-import { article, cellName, positionPhrase, referringPhrases } from './shapeworld_text';
+import type { Rng } from '../data/rng';
+import { article, cellName, positionPhrase, referringPhrases } from './captions';
 
 export const EDIT_CATEGORIES = ['add', 'remove', 'replace', 'adjust', 'background', 'move', 'hybrid'] as const;
 export type EditCategory = (typeof EDIT_CATEGORIES)[number];

@@ -1,12 +1,12 @@
 /**
  * ShapeEval detector: reads a ShapeWorld-style image back into a structured scene. Palette segmentation
  * against the eight object colours, 8-connected components, shape from component geometry, cell from the
- * bounding-box centre. Written for the teacher's renders (src/data/render.ts) but tolerant of the blur,
+ * bounding-box centre. Written for the teacher's renders (src/shapeworld/render.ts) but tolerant of the blur,
  * anti-aliasing and speckle that a VQ decoder adds, since it is what scores generated images.
  */
 import sharp from 'sharp';
-import { BACKGROUNDS, BACKGROUND_NAMES, BackgroundName, COLORS, COLOR_NAMES, Cell, ColorName, Shape } from '../data/scene';
-import { OBJECT_FRACTION, gridLayout } from '../data/render';
+import { BACKGROUNDS, BACKGROUND_NAMES, BackgroundName, COLORS, COLOR_NAMES, Cell, ColorName, Shape } from './scene';
+import { OBJECT_FRACTION, gridLayout } from './render';
 
 export type DetectedShape = Shape | 'unknown';
 

@@ -7,18 +7,38 @@ import * as fs from 'fs';
 import * as path from 'path';
 import sharp from 'sharp';
 import { PromptIds } from '../data/batch';
-import { renderScene } from '../data/render';
-import { ShapeEvalReport, modelGenerator, runShapeEval, shapeEvalEdits } from '../generate/eval';
-import { copyingProbe } from '../generate/copying_probe';
+import { renderScene } from './render';
+import { ShapeEvalReport, modelGenerator, runShapeEval, shapeEvalEdits } from './shapeeval_run';
+import { copyingProbe } from './copying_probe';
+import { EDIT_CATEGORIES, EditCategory, Summary, T2ICategory, T2I_CATEGORIES } from './shapeeval';
 import { runtimeFromModel } from '../generate/runtime';
 import { Janus4o } from '../model/janus';
-import { ReportData, writeReport, WrittenReport, ShapeEvalRun } from '../report/html';
-import { readStepLog } from '../report/steplog';
-import { ConditionUse } from './evaluate';
-import { atomicWriteFile } from './atomic';
-import { TrainConfig } from './config';
+import { EvaluationComparison, ReportData, writeReport, WrittenReport } from '../report/html';
+import { readStepLog } from '../io/steplog';
+import { ConditionUse } from '../train/evaluate';
+import { atomicWriteFile } from '../io/atomic';
+import { TrainConfig } from '../train/config';
+import type { ReportSettings } from './config';
 
 export const BASE_DIR = 'report-base';
+
+/** One model's ShapeEval results; a null suite was not run. */
+export interface ShapeEvalRun {
+  t2i: Summary<T2ICategory> | null;
+  edit: Summary<EditCategory> | null;
+}
+
+/** ShapeEval of the base and of the fine-tuned model as the report's evaluation section. */
+export function shapeEvalComparison(base: ShapeEvalRun | null, finetuned: ShapeEvalRun | null, note?: string): EvaluationComparison {
+  return {
+    title: 'ShapeEval',
+    note,
+    tables: [
+      { caption: 'Text to image (accuracy)', categories: T2I_CATEGORIES, base: base?.t2i ?? null, finetuned: finetuned?.t2i ?? null },
+      { caption: 'Editing (accuracy)', categories: EDIT_CATEGORIES, base: base?.edit ?? null, finetuned: finetuned?.edit ?? null },
+    ],
+  };
+}
 
 /** What the report shows of one model. */
 export interface Showcase {
@@ -52,8 +72,7 @@ async function pngRow(pngs: readonly Buffer[]): Promise<Buffer> {
   return sharp({ create: { width: w, height: h, channels: 3, background: { r: 255, g: 255, b: 255 } } }).composite(layers).png().toBuffer();
 }
 
-export async function showcase(model: Janus4o, tpl: PromptIds, vocab: number, cfg: TrainConfig, exclude: ReadonlySet<string>, log: (l: string) => void): Promise<Showcase> {
-  const r = cfg.report;
+export async function showcase(model: Janus4o, tpl: PromptIds, vocab: number, r: ReportSettings, exclude: ReadonlySet<string>, log: (l: string) => void): Promise<Showcase> {
   const se = r.shapeeval;
   const rt = runtimeFromModel(model, tpl, vocab, 'training run');
   const size = model.config.imageSize;
@@ -99,9 +118,9 @@ export async function showcase(model: Janus4o, tpl: PromptIds, vocab: number, cf
  * What a stored base showcase was measured with: the starting model (as the config builds it) and the report's
  * settings. A resumed run reuses the stored one only when this matches, since its starting model is gone.
  */
-export function showcaseKey(cfg: TrainConfig): string {
+export function showcaseKey(cfg: TrainConfig, report: ReportSettings): string {
   const m = cfg.model;
-  return JSON.stringify({ model: { pretrained: m.pretrained ?? null, preset: m.preset ?? null, vq_pretrained: m.vq_pretrained ?? null, init: m.init, overrides: m.overrides ?? {} }, seed: cfg.train.seed, report: cfg.report });
+  return JSON.stringify({ model: { pretrained: m.pretrained ?? null, preset: m.preset ?? null, vq_pretrained: m.vq_pretrained ?? null, init: m.init, overrides: m.overrides ?? {} }, seed: cfg.train.seed, report });
 }
 
 /** Stores the base model's showcase in the checkpoint folder (PNG files + base.json, with the settings' key). */
@@ -149,12 +168,12 @@ export interface RunSummary {
   conditionUseAfter: ConditionUse | null;
 }
 
-export async function writeRunReport(cfg: TrainConfig, base: Showcase | null, tuned: Showcase, run: RunSummary): Promise<WrittenReport> {
+export async function writeRunReport(cfg: TrainConfig, report: ReportSettings, base: Showcase | null, tuned: Showcase, run: RunSummary): Promise<WrittenReport> {
   const dir = cfg.checkpoint.dir;
   const logFile = path.join(dir, 'train_log.jsonl');
   const steps = fs.existsSync(logFile) ? await readStepLog(logFile) : [];
   const t = cfg.train;
-  const se = cfg.report.shapeeval;
+  const se = report.shapeeval;
   const data: ReportData = {
     title: `janus4o-tf training report: ${path.basename(path.resolve(dir))}`,
     facts: {
@@ -187,12 +206,12 @@ export async function writeRunReport(cfg: TrainConfig, base: Showcase | null, tu
       ].filter((r) => r.before !== null || r.after !== null),
       notes: base?.copying || tuned.copying ? [COPYING_NOTE] : [],
     },
-    shapeEval: {
-      base: base?.shapeEval ?? null,
-      finetuned: tuned.shapeEval,
-      note: `${se.per_category} T2I prompts and ${se.edits_per_category} edits per category, ${se.images_per_prompt} images each, CFG ${se.cfg}/${se.cfg2}, temperature ${se.temperature}${se.edit_temperature !== undefined ? ` (edits ${se.edit_temperature})` : ''}, seed ${se.seed}; scenes of the training data excluded`,
-    },
-    samples: cfg.report.samples.map((prompt, i) => ({ prompt, base: base?.samples[i] ?? null, finetuned: tuned.samples[i] })),
+    evaluation: shapeEvalComparison(
+      base?.shapeEval ?? null,
+      tuned.shapeEval,
+      `${se.per_category} T2I prompts and ${se.edits_per_category} edits per category, ${se.images_per_prompt} images each, CFG ${se.cfg}/${se.cfg2}, temperature ${se.temperature}${se.edit_temperature !== undefined ? ` (edits ${se.edit_temperature})` : ''}, seed ${se.seed}; scenes of the training data excluded`,
+    ),
+    samples: report.samples.map((prompt, i) => ({ prompt, base: base?.samples[i] ?? null, finetuned: tuned.samples[i] })),
     edits: tuned.edits.map((e, i) => ({ instruction: e.instruction, category: e.category, input: e.input, base: base?.edits[i]?.output ?? null, finetuned: e.output })),
     reproduce: [`janus4o eval --checkpoint ${dir} --per-category ${se.per_category} --edits-per-category ${se.edits_per_category} -n ${se.images_per_prompt} --seed ${se.seed} --cfg ${se.cfg} --cfg2 ${se.cfg2} --temperature ${se.temperature}${se.edit_temperature !== undefined ? ` --edit-temperature ${se.edit_temperature}` : ''}`],
   };

@@ -17,8 +17,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { TokenSample, collate } from '../data/batch';
 import { makeRng } from '../data/rng';
-import { shapeEvalEdits } from './eval';
-import { GenerationRuntime, encodeScene } from './runtime';
+import { shapeEvalEdits } from './shapeeval_run';
+import { GenerationRuntime } from '../generate/runtime';
+import { encodeScene } from './encode';
 import { batchInput, perPositionCE } from '../train/step';
 
 export const COPY_KINDS = ['background', 'kept', 'objectStart', 'changed'] as const;

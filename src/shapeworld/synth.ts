@@ -5,7 +5,7 @@
  *   text_to_image.json            [{"input_prompt": str, "output_image": "images/t2i_000000.png"}, ...]
  *   text_and_image_to_image.json  [{"input_prompt": str, "input_image": ["images/edit_000000_src.png"],
  *                                   "output_image": "images/edit_000000_tgt.png"}, ...]
- *   images/                       PNG, RGB 8-bit, size x size, rendered by src/data/render.ts
+ *   images/                       PNG, RGB 8-bit, size x size, rendered by src/shapeworld/render.ts
  *   scenes.jsonl                  one line per image: {"image": path, "scene": Scene}; renderScene(scene, size)
  *                                 reproduces the file byte for byte
  *   records.jsonl                 one line per record, T2I records first, in the JSON files' order:
@@ -26,8 +26,8 @@ import { promises as fs } from 'fs';
 import * as path from 'path';
 import { renderScene } from './render';
 import type { Scene } from './scene';
-import { MAX_OBJECTS, SHAPEWORLD_VOCAB, checkScene, makeClassSample, makeEditSample, makeT2ISample } from './shapeworld';
-import { UserError } from '../cli/errors';
+import { MAX_OBJECTS, SHAPEWORLD_VOCAB, checkScene, makeClassSample, makeEditSample, makeT2ISample } from './samples';
+import { UserError } from '../errors';
 
 export const SYNTH_FORMAT_VERSION = 1;
 export const MANIFEST_FILE = 'shapeworld.json';

@@ -13,11 +13,11 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as tf from '@tensorflow/tfjs-core';
 import seedrandom from 'seedrandom';
-import { UserError } from '../cli/errors';
-import { Scene } from '../data/scene';
-import { readScenes } from '../data/synth';
-import { detectScene } from '../generate/detect';
-import { sceneKey } from '../generate/eval';
+import { UserError } from '../errors';
+import { Scene } from './scene';
+import { readScenes } from './synth';
+import { detectScene } from './detect';
+import { sceneKey } from './shapeeval_run';
 import { JanusConfig } from '../model/config';
 import { ParamStore } from '../model/params';
 import { VQModel, codebookUsage, l2Normalize, reconstructionError } from '../model/vq';
@@ -26,9 +26,9 @@ import { readHfConfig } from '../io/hf_config';
 import { SaveDtype } from '../io/safetensors';
 import { concatFloat32 } from '../io/dtypes';
 import { imageGrid, loadImage, tensorToRgb } from '../tokenizer/image';
-import { AdamW } from './optimizer';
+import { AdamW } from '../train/optimizer';
 import { PatchDictionary, classMeanCodebook, cropCodes, dictionaryFingerprint, patchCodeLoss, patchCodes, recordedDictionary } from './patch_codes';
-import { lrFactor } from './schedule';
+import { lrFactor } from '../train/schedule';
 
 export const VQ_PREFIX = 'gen_vision_model.';
 

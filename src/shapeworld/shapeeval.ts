@@ -4,7 +4,7 @@
  * category with many prompts cannot dominate). Edits are right when the detected image equals the expected
  * target scene: the requested change happened and nothing else moved.
  */
-import { BackgroundName, Cell, ColorName, Scene, Shape } from '../data/scene';
+import { BackgroundName, Cell, ColorName, Scene, Shape } from './scene';
 import type { DetectedShape } from './detect';
 
 export const T2I_CATEGORIES = ['single_object', 'two_object', 'counting', 'colors', 'position', 'color_attr'] as const;

@@ -1,7 +1,22 @@
-/** The trainer's per-step JSONL log (train_log.jsonl), read back with errors that name file:line. */
+/** The trainer's per-step JSONL log (train_log.jsonl): its record type, read back with errors that name file:line. */
 import * as fs from 'fs';
-import { UserError } from '../cli/errors';
-import type { StepLog } from '../train/trainer';
+import { UserError } from '../errors';
+
+/** One optimizer step as the trainer logs it (one line of train_log.jsonl). */
+export interface StepLog {
+  step: number;
+  epoch: number;
+  loss: number;
+  loss_t2i: number | null;
+  loss_edit: number | null;
+  accuracy: number;
+  lr: number;
+  grad_norm: number;
+  skipped: boolean;
+  tokens_per_s: number;
+  samples_per_s: number;
+  seconds: number;
+}
 
 const NUMBER_FIELDS = ['epoch', 'loss', 'accuracy', 'lr', 'grad_norm', 'tokens_per_s', 'samples_per_s', 'seconds'] as const;
 

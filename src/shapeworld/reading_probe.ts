@@ -11,9 +11,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { collate } from '../data/batch';
 import { makeRng } from '../data/rng';
-import type { Cell, ColorName, Shape } from '../data/scene';
-import { classPhrase } from '../data/shapeworld_text';
-import { GenerationRuntime, encodeScene } from './runtime';
+import type { Cell, ColorName, Shape } from './scene';
+import { classPhrase } from './captions';
+import { GenerationRuntime } from '../generate/runtime';
+import { encodeScene } from './encode';
 import { batchInput, perPositionCE } from '../train/step';
 
 export const PROBE_COLORS: readonly ColorName[] = ['red', 'green', 'blue', 'yellow'];

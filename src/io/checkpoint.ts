@@ -23,12 +23,11 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { UserError } from '../cli/errors';
-import { toCheckpointLayout, toStoreLayout as fromCheckpointLayout } from '../io/pretrained';
+import { UserError } from '../errors';
+import { toCheckpointLayout, toStoreLayout as fromCheckpointLayout } from './pretrained';
 import { checkpointShape, numel, ParamStore } from '../model/params';
 import { atomicWriteFile, copyFileDurable, fsyncDir, openTensorFile, removeTreeAtomically, renameDurable, TensorFileReader, TensorWriteSource, writeFileDurable, writeTensorFile } from './atomic';
-import { canonicalJson, globMatch, show, TrainConfig, TrainConfigSchema } from './config';
-import type { ExportedOptimizerState, OptimizerShardMeta, OptimizerStateSource } from './optimizer';
+import type { ExportedOptimizerState, OptimizerShardMeta, OptimizerStateSource } from './optimizer_state';
 
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
@@ -53,8 +52,10 @@ export interface CheckpointContent {
   modelConfig: JsonValue;
   trainConfig: JsonValue;
   trainerState: TrainerState;
-  /** Files copied by basename (tokenizer.json, tokenizer_config.json, special_tokens_map.json, ...). */
+  /** Files copied by basename: the starting folder's side files (tokenizer.json, tokenizer_config.json, ...). */
   tokenizerFiles?: readonly string[];
+  /** Written as generation_config.json (the recommended sampling settings), in place of a copied one. */
+  generationConfig?: JsonValue | null;
 }
 
 export interface CheckpointManifest {
@@ -75,6 +76,7 @@ export const WEIGHTS_FILE = 'model.safetensors';
 export const OPTIMIZER_DIR = 'optimizer';
 const REQUIRED = [WEIGHTS_FILE, 'config.json', 'train_config.json', 'trainer_state.json'];
 export const TMP_PREFIX = '.tmp-step-';
+export const GENERATION_CONFIG_FILE = 'generation_config.json';
 const TRASH_PREFIX = '.trash-step-';
 const NAME_RE = /^step-(\d+)(?:-(\d+))?$/;
 const SHARD_RE = /^rank-(\d{5})-of-(\d{5})\.safetensors$/;
@@ -113,9 +115,14 @@ export async function cleanStaleCheckpointFiles(root: string, keep?: number): Pr
 }
 
 /** Creates the temp directory of a save (removing an interrupted one of the same step). Rank 0 only. */
+/** The temporary folder a checkpoint of `step` is written into before it is committed (every rank writes there). */
+export function tempCheckpointDir(root: string, step: number): string {
+  return path.join(root, `${TMP_PREFIX}${String(step).padStart(6, '0')}`);
+}
+
 export async function prepareCheckpoint(root: string, step: number): Promise<string> {
   await fs.promises.mkdir(root, { recursive: true });
-  const tmp = path.join(root, `${TMP_PREFIX}${String(step).padStart(6, '0')}`);
+  const tmp = tempCheckpointDir(root, step);
   await fs.promises.rm(tmp, { recursive: true, force: true });
   await fs.promises.mkdir(path.join(tmp, OPTIMIZER_DIR), { recursive: true });
   return tmp;
@@ -141,9 +148,11 @@ export async function writeCheckpointFiles(tmpDir: string, c: CheckpointContent)
   await writeFileDurable(path.join(tmpDir, 'trainer_state.json'), [jsonText({ ...c.trainerState, step: c.step })]);
   for (const f of c.tokenizerFiles ?? []) {
     const base = path.basename(f);
+    if (base === GENERATION_CONFIG_FILE && c.generationConfig) continue;
     if (REQUIRED.includes(base) || base === MANIFEST_FILE) throw new Error(`checkpoint: tokenizer file ${f} would overwrite ${base}`);
     await copyFileDurable(f, path.join(tmpDir, base));
   }
+  if (c.generationConfig) await writeFileDurable(path.join(tmpDir, GENERATION_CONFIG_FILE), [jsonText(c.generationConfig)]);
 }
 
 async function listFiles(dir: string, rel = ''): Promise<string[]> {
@@ -397,54 +406,3 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
     optimizer,
   };
 }
-
-// ---------------------------------------------------------------------------------------------------------
-// Resume compatibility.
-
-export interface ConfigDifference {
-  key: string;
-  saved: unknown;
-  current: unknown;
-}
-
-function leaves(v: unknown, prefix: string, out: Map<string, string>): void {
-  if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
-    for (const [k, x] of Object.entries(v as Record<string, unknown>)) leaves(x, prefix ? `${prefix}.${k}` : k, out);
-  } else if (v !== undefined) out.set(prefix, canonicalJson(v));
-}
-
-/** Leaf keys (dotted) whose values differ; arrays compare as whole values. */
-export function diffConfigs(saved: unknown, current: unknown): ConfigDifference[] {
-  const a = new Map<string, string>();
-  const b = new Map<string, string>();
-  leaves(saved, '', a);
-  leaves(current, '', b);
-  const keys = [...new Set([...a.keys(), ...b.keys()])].sort();
-  return keys
-    .filter((k) => a.get(k) !== b.get(k))
-    .map((k) => ({ key: k, saved: a.has(k) ? JSON.parse(a.get(k) as string) : undefined, current: b.has(k) ? JSON.parse(b.get(k) as string) : undefined }));
-}
-
-/** Keys that may change between a checkpoint and its resume without changing what is computed. */
-export const RESUME_SAFE_KEYS: readonly string[] = ['checkpoint.*', 'backend', 'train.log_every', 'train.nan_guard_max_skips', 'train.activation_checkpointing', 'data.max_bad_fraction'];
-
-/**
- * Refuses a resume whose config differs from the saved one in a key that changes training, unless the key (or
- * a glob over it) is in `allow`. Returns every difference, allowed ones included, for the log.
- */
-export function checkResumeConfig(saved: unknown, current: TrainConfig, allow: readonly string[], checkpointDir: string): ConfigDifference[] {
-  // A key added to the schema after the checkpoint was written is absent from it; its default is what that run used.
-  const filled = TrainConfigSchema.safeParse(saved);
-  const diffs = diffConfigs(filled.success ? filled.data : saved, current);
-  const ok = [...RESUME_SAFE_KEYS, ...allow];
-  const blocking = diffs.filter((d) => !ok.some((p) => globMatch(d.key, p)));
-  if (blocking.length) {
-    const list = blocking.map((d) => `${d.key} (checkpoint: ${show(d.saved)}, now: ${show(d.current)})`).join(', ');
-    throw new UserError(
-      `The training config differs from the one ${checkpointDir} was written with: ${list}. Resume with the same config, ` +
-        `or allow deliberate changes by naming the keys (--allow-change ${blocking.map((d) => d.key).join(' ')}).`,
-    );
-  }
-  return diffs;
-}
-

@@ -1,5 +1,5 @@
 /**
- * `node dist/train/distributed/cli.js --nproc N [--nnodes M --node-rank K] [--gpus] [--master-addr A]
+ * `node dist/distributed/cli.js --nproc N [--nnodes M --node-rank K] [--gpus] [--master-addr A]
  *  [--master-port P] [--grace-ms MS] [--] script.js [args...]`: the launcher as a process, exiting non-zero with the
  * failure report on stderr when a worker dies. The train command's --nproc calls `launch` directly.
  */

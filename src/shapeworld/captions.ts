@@ -12,7 +12,7 @@
  * shapeworldWords). Every word the generator can emit is in SHAPEWORLD_VOCAB.
  */
 import { BACKGROUND_NAMES, BackgroundName, COLOR_NAMES, Cell, ColorName, Scene, SceneObject, SHAPES, Shape } from './scene';
-import type { Rng } from './rng';
+import type { Rng } from '../data/rng';
 
 export type Relation = 'left' | 'right' | 'above' | 'below';
 export const RELATIONS: readonly Relation[] = ['left', 'right', 'above', 'below'];

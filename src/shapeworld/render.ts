@@ -1,6 +1,6 @@
 /**
- * ShapeWorld renderer: Scene -> SVG -> sharp -> PNG / raw RGB. The teacher (src/data/shapeworld.ts) draws
- * training images with it and the ShapeEval detector (src/generate/detect.ts) is tested against it, so the
+ * ShapeWorld renderer: Scene -> SVG -> sharp -> PNG / raw RGB. The teacher (src/shapeworld/samples.ts) draws
+ * training images with it and the ShapeEval detector (src/shapeworld/detect.ts) is tested against it, so the
  * geometry here is the ground truth the detector's thresholds are tuned to.
  */
 import sharp from 'sharp';
