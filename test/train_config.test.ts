@@ -1,3 +1,4 @@
+import { shapeWorldDataset } from '../src/shapeworld/plugin';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -149,11 +150,14 @@ describe('config errors name the key path and the file, in one paragraph', () =>
     expect(errorOf(() => checkConfigPaths(shipped, 'tiny.yaml', tmp))).toContain('model.pretrained in tiny.yaml');
     const tiny = { ...shipped, model: { ...shipped.model, pretrained: undefined, preset: 'tiny' as const } };
     expect(() => checkConfigPaths(tiny, 'tiny.yaml', tmp)).not.toThrow();
-    const strict = { ...tiny, data: { ...tiny.data, synthesize_if_missing: false } };
-    expect(errorOf(() => checkConfigPaths(strict, 'tiny.yaml', tmp))).toContain('janus4o synth --t2i 1500 --edit 1500 --size 64 --seed 1 --out data/shapeworld-64');
+    // The ShapeWorld plugin checks its own folder: missing and not to be synthesised, it says how to make it.
+    const missing = path.join(tmp, 'data/shapeworld-64');
+    const strict = { ...tiny, data: { ...tiny.data, root: missing, synthesize_if_missing: false } };
+    expect(errorOf(() => shapeWorldDataset().checkPaths!(strict, 'tiny.yaml'))).toContain(`janus4o synth --t2i 1500 --edit 1500 --size 64 --seed 1 --out ${missing}`);
+    expect(() => shapeWorldDataset().checkPaths!({ ...strict, data: { ...strict.data, synthesize_if_missing: true } }, 'tiny.yaml')).not.toThrow();
     const stage1 = loadTrainConfig(path.join(REPO, 'configs/tiny-base-stage1.yaml'));
-    const strictStage1 = { ...stage1, model: { ...stage1.model, vq_pretrained: undefined }, data: { ...stage1.data, synthesize_if_missing: false } };
-    expect(errorOf(() => checkConfigPaths(strictStage1, 'stage1.yaml', tmp))).toContain('--seed 4 --captions class --out data/shapeworld-64-class');
+    const strictStage1 = { ...stage1, model: { ...stage1.model, vq_pretrained: undefined }, data: { ...stage1.data, root: `${missing}-class`, synthesize_if_missing: false } };
+    expect(errorOf(() => shapeWorldDataset().checkPaths!(strictStage1, 'stage1.yaml'))).toContain(`--seed 4 --captions class --out ${missing}-class`);
   });
 });
 

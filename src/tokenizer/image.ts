@@ -35,7 +35,7 @@ export interface DecodeOptions {
 export interface LoadImageOptions extends DecodeOptions {
   /** Side of the square model input (384 for Janus-Pro). */
   size: number;
-  /** Minimum resized short side (default JANUS_MIN_SIZE). */
+  /** Minimum resized short side (default JANUS_MIN_SIZE, or `size` when that is smaller). */
   minSize?: number;
 }
 
@@ -156,8 +156,9 @@ export function padToSquareTensor(img: RgbImage, size: number): tf.Tensor4D {
 /** An image file or encoded buffer -> the Janus model input [1, size, size, 3] in [-1, 1]. */
 export async function loadImage(source: string | Buffer, opts: LoadImageOptions): Promise<tf.Tensor4D> {
   const { size } = opts;
-  const minSize = opts.minSize ?? JANUS_MIN_SIZE;
-  if (!Number.isInteger(size) || size < minSize) throw new Error(`loadImage: size must be an integer >= ${minSize}, got ${size}.`);
+  // A model smaller than Janus' 14 px minimum (the micro test models) keeps its own side as the minimum.
+  const minSize = opts.minSize ?? Math.min(JANUS_MIN_SIZE, size);
+  if (!Number.isInteger(size) || size < 1 || size < minSize) throw new Error(`loadImage: size must be an integer >= ${minSize}, got ${size}.`);
   const img = await decodeImage(source, opts);
   const [w, h] = resizedSize(img.width, img.height, size, minSize);
   return padToSquareTensor(await resizeRgb(img, w, h), size);

@@ -81,7 +81,7 @@ function installTsHook(cacheDir) {
 
 async function main() {
   installTsHook(process.env.CHECKPOINT_WRITER_CACHE);
-  const ck = require(path.join(__dirname, '../../src/train/checkpoint.ts'));
+  const ck = require(path.join(__dirname, '../../src/io/checkpoint.ts'));
   const [root, keepArg, countArg] = process.argv.slice(2);
   const keep = Number(keepArg);
   const count = countArg ? Number(countArg) : Infinity;
