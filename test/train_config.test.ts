@@ -1,3 +1,5 @@
+import { shapeWorldSettings } from '../src/shapeworld/config';
+import { shareGPT4oDataset } from '../src/train/dataset';
 import { shapeWorldDataset } from '../src/shapeworld/plugin';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -49,6 +51,22 @@ describe('shipped configs', () => {
     expect(c.train.micro_batch * c.train.grad_accum * c.distributed.nproc).toBe(64);
     expect(c.distributed.zero_stage).toBe(1);
     expect(c.checkpoint.dir.startsWith('checkpoints/')).toBe(true);
+  });
+
+  test("every ShapeWorld config's own sections (data.synth, report) pass the ShapeWorld plugin's schema, and its typos are named", () => {
+    for (const f of fs.readdirSync(path.join(REPO, 'configs')).filter((n) => n.startsWith('tiny'))) {
+      const c = loadTrainConfig(path.join(REPO, 'configs', f));
+      expect(() => shapeWorldSettings(c, f)).not.toThrow();
+    }
+    const tiny = loadTrainConfig(path.join(REPO, 'configs/tiny.yaml'), [{ key: 'report.shapeeval.temperature', raw: '0.5' }]);
+    expect(shapeWorldSettings(tiny, 'tiny.yaml').report.shapeeval.temperature).toBe(0.5);
+    const typo = { ...tiny, report: { ...tiny.report, shapeval: {} } };
+    expect(errorOf(() => shapeWorldSettings(typo, 'tiny.yaml'))).toContain('report.shapeval: unknown key (did you mean "shapeeval"?)');
+    const bad = { ...tiny, data: { ...tiny.data, synth: { t2i: -1 } } };
+    expect(errorOf(() => shapeWorldSettings(bad, 'tiny.yaml'))).toMatch(/Invalid training config tiny\.yaml: data\.synth\.t2i: must be a non-negative integer/);
+    // A ShareGPT-4o-Image run refuses ShapeWorld's sections instead of ignoring them.
+    const real = loadTrainConfig(path.join(REPO, 'configs/janus4o.yaml'));
+    expect(errorOf(() => shareGPT4oDataset.resolveConfig({ ...real, report: { enabled: true } }, 'janus4o.yaml'))).toContain('report.enabled belongs to the ShapeWorld report');
   });
 
   test('janus4o-1b.yaml and tiny.yaml are valid', () => {
