@@ -33,6 +33,12 @@ quantize.codebook_used has 64 entries here instead of LlamaGen's 65536 (it is sk
 
 Beside this file: fixture_model.py (module tree, config.json, reference forward), fixture_tokenizer.py (BPE
 training, tokenizer.json, reference encoder/decoder), fixture_hostile.py (hostile files).
+
+At its end it also runs the fixtures derived from these weights (each is a standalone script as well; a
+rerun of this script writes the same tiny-janus bytes, so they stay consistent):
+  fixture_janus_pro.py   test/fixtures/janus-pro-tiny/   official-format Janus-Pro folder of the same weights
+  fixture_sharegpt4o.py  test/fixtures/sharegpt4o-tiny/  ShareGPT-4o-Image-layout dataset (24 records, PNGs)
+  fixture_train_step.py  test/fixtures/reference-step/   one float64 PyTorch step of the Janus-4o reference trainer
 """
 import argparse
 import collections
@@ -50,6 +56,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import fixture_tokenizer as ftok  # noqa: E402
 from fixture_model import forward, janus_config, random_state_dict  # noqa: E402
 from fixture_hostile import write_hostile  # noqa: E402
+import fixture_janus_pro  # noqa: E402
+import fixture_sharegpt4o  # noqa: E402
+import fixture_train_step  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 OUT = os.path.join(ROOT, "test", "fixtures", "tiny-janus")
@@ -261,6 +270,11 @@ def main():
     print(f"wrote {OUT}: {len(sd)} tensors, {sum(t.numel() for t in sd.values())} values, "
           f"sequence length {len(ids)}, logit range [{float(image.min()):.3f}, {float(image.max()):.3f}], "
           f"float32-vs-float64 max diff {float((f32 - image).abs().max()):.2e}")
+
+    # Fixtures derived from the weights above (standalone scripts too; see their docstrings).
+    fixture_janus_pro.main()
+    fixture_sharegpt4o.main()
+    fixture_train_step.main([])
 
 
 if __name__ == "__main__":
