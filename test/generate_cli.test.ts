@@ -186,6 +186,93 @@ describe('janus4o edit and eval', () => {
   });
 });
 
+describe("sampling settings from the model folder's generation_config.json", () => {
+  /** The same weights as ckpt, with recommended settings unlike the reference's. */
+  let tuned: string;
+  const G = { cfg_weight: 2.5, cfg_weight2: 1.5, temperature: 0.8, edit_temperature: 0.3 };
+  const unset = { cfg: undefined, temperature: undefined };
+  const sidecar = async (out: string) => JSON.parse(await fs.readFile(path.join(out, '00000/0000.json'), 'utf8')) as Record<string, unknown>;
+  beforeAll(async () => {
+    tuned = path.join(root, 'tuned');
+    await fs.cp(ckpt, tuned, { recursive: true });
+    await fs.rm(path.join(tuned, 'train_config.json'), { force: true });
+    await fs.writeFile(path.join(tuned, 'generation_config.json'), JSON.stringify(G));
+  });
+
+  test('generate: unset --cfg / --temperature take the folder\'s settings (sampled with, and recorded); flags override', async () => {
+    const a = path.join(root, 'tuned-a');
+    await runGenerate(genArgs({ checkpoint: tuned, prompt: 'a red circle', out: a, n: 1, ...unset }), quiet);
+    expect(await sidecar(a)).toMatchObject({ cfg: 2.5, temperature: 0.8, checkpoint: tuned });
+    // The same weights without the file, the settings given as flags: the same image, so they were used.
+    const b = path.join(root, 'tuned-b');
+    await runGenerate(genArgs({ checkpoint: ckpt, prompt: 'a red circle', out: b, n: 1, cfg: 2.5, temperature: 0.8 }), quiet);
+    expect(Buffer.compare(await fs.readFile(path.join(a, '00000/0000.png')), await fs.readFile(path.join(b, '00000/0000.png')))).toBe(0);
+    // A folder without the file: the reference settings.
+    const r = path.join(root, 'tuned-ref');
+    await runGenerate(genArgs({ checkpoint: ckpt, prompt: 'a red circle', out: r, n: 1, ...unset }), quiet);
+    expect(await sidecar(r)).toMatchObject({ cfg: 5, temperature: 1 });
+    // An explicit flag wins over the file, the other setting still comes from it.
+    const c = path.join(root, 'tuned-c');
+    await runGenerate(genArgs({ checkpoint: tuned, prompt: 'a red circle', out: c, n: 1, cfg: 3, temperature: undefined }), quiet);
+    expect(await sidecar(c)).toMatchObject({ cfg: 3, temperature: 0.8 });
+  });
+
+  test('the yargs command leaves --cfg and --temperature unset by default', async () => {
+    const run = async (extra: string[], out: string) => {
+      const spy = jest.spyOn(process.stdout, 'write').mockImplementation(() => true);
+      const err = jest.spyOn(process.stderr, 'write').mockImplementation(() => true);
+      try {
+        await yargs(['generate', '--checkpoint', tuned, '--prompt', 'two squares', '-n', '1', '--out', out, '--backend', 'wasm', '--no-grid', ...extra])
+          .command(generateCommand)
+          .strict()
+          .fail((msg, e) => {
+            throw e ?? new UserError(msg);
+          })
+          .parseAsync();
+      } finally {
+        spy.mockRestore();
+        err.mockRestore();
+      }
+      return sidecar(out);
+    };
+    expect(await run([], path.join(root, 'tuned-y1'))).toMatchObject({ cfg: 2.5, temperature: 0.8 });
+    expect(await run(['--cfg', '4', '--temperature', '0.5'], path.join(root, 'tuned-y2'))).toMatchObject({ cfg: 4, temperature: 0.5 });
+  });
+
+  test('edit: w1, w2 and the edit temperature from the folder; flags override', async () => {
+    const src = path.join(root, 'tuned-src.png');
+    await fs.writeFile(src, await renderScene(makeEditSample(1, 0).source, 64));
+    const e = (over: Partial<EditArgs>) => ({ ...genArgs({ checkpoint: tuned, n: 1, ...unset }), image: src, prompt: 'remove the red circle', ...over }) as EditArgs;
+    const a = path.join(root, 'tuned-edit-a');
+    await runEdit(e({ out: a }), quiet);
+    expect(await sidecar(a)).toMatchObject({ cfg: 2.5, cfg2: 1.5, temperature: 0.3 });
+    const b = path.join(root, 'tuned-edit-b');
+    await runEdit(e({ out: b, cfg2: 2, temperature: 0.9 }), quiet);
+    expect(await sidecar(b)).toMatchObject({ cfg: 2.5, cfg2: 2, temperature: 0.9 });
+  });
+
+  test('eval: the report records the folder\'s settings; --temperature given also sets the edits\' unless --edit-temperature is', async () => {
+    const ev = async (over: Partial<EvalArgs>) => {
+      const report = path.join(root, 'tuned-report.json');
+      await runEval({ ...genArgs({ checkpoint: tuned, n: 1, ...unset }), suite: 'shapeeval', 'per-category': 1, 'edits-per-category': 1, report, batch: 8, ...over } as EvalArgs, quiet);
+      return JSON.parse(await fs.readFile(report, 'utf8')) as Record<string, unknown>;
+    };
+    expect(await ev({})).toMatchObject({ cfg: 2.5, cfg2: 1.5, temperature: 0.8, edit_temperature: 0.3 });
+    expect(await ev({ cfg2: 1, temperature: 0.6, 'edits-per-category': 0 })).toMatchObject({ cfg: 2.5, cfg2: 1, temperature: 0.6, edit_temperature: 0.6 });
+  });
+
+  test('a bad generation_config.json is refused, naming the file and the key', async () => {
+    const bad = path.join(root, 'tuned-bad');
+    await fs.cp(tuned, bad, { recursive: true });
+    await fs.writeFile(path.join(bad, 'generation_config.json'), JSON.stringify({ ...G, cfg_weight2: -1 }));
+    const before = tf.memory().numTensors;
+    const e = await runGenerate(genArgs({ checkpoint: bad, prompt: 'a circle', out: path.join(root, 'tuned-bad-out'), ...unset }), quiet).catch((x: unknown) => x);
+    expect(e).toBeInstanceOf(UserError);
+    expect((e as Error).message).toMatch(/tuned-bad\/generation_config\.json: "cfg_weight2" must be a finite number >= 0/);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});
+
 describe('bad input: a clear error and a non-zero exit', () => {
   async function fails(p: Promise<unknown>, re: RegExp): Promise<void> {
     const e = await p.then(

@@ -10,7 +10,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend';
-import { Janus4o, imageTokenLoss } from '../src/model/janus';
+import { Janus4o } from '../src/model/janus';
+import { imageTokenLoss } from '../src/model/loss';
 import { SequenceInput } from '../src/model/sequence';
 import { intRng, microConfig } from './helpers';
 

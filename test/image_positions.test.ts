@@ -13,7 +13,8 @@ import { janusConfigFromHf, janusConfigToHf } from '../src/io/hf_config';
 import { JanusConfig, PRESETS, imageTokenCount, presetConfig } from '../src/model/config';
 import { Janus4o } from '../src/model/janus';
 import { editPrefixPositions } from '../src/model/positions';
-import { microStep, perPositionCE } from '../src/train/step';
+import { perPositionCE } from '../src/model/loss';
+import { microStep } from '../src/train/step';
 import { parseTrainConfig } from '../src/train/config';
 import { fixtureConfig, fixtureData } from './train_fixture';
 

@@ -156,7 +156,7 @@ describe('Janus4o forward', () => {
 
 function imageTokenLossLocal(logits: tf.Tensor2D, targets: number[]): tf.Scalar {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require('../src/model/janus') as typeof import('../src/model/janus')).imageTokenLoss(logits, targets);
+  return (require('../src/model/loss') as typeof import('../src/model/loss')).imageTokenLoss(logits, targets);
 }
 
 describe('KV cache', () => {

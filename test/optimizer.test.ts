@@ -165,6 +165,30 @@ describe('AdamW', () => {
     disposeAll(v);
   });
 
+  test('a zero gradient is a gradient: decoupled decay only, zero moments, the step counted (torch with a zero .grad)', async () => {
+    const v = vars({ w: [1, -2], 'x.bias': [3] });
+    const opt = new AdamW(shapes(v), { weightDecay: 0.5 });
+    const g = new Map([['w', tf.zeros([2])], ['x.bias', tf.zeros([1])]]);
+    opt.step(v, g, 0.1);
+    disposeAll(g);
+    expect(Array.from(await v.get('w')!.data())).toEqual([f(1 * f(1 - 0.05)), f(-2 * f(1 - 0.05))]);
+    expect(Array.from(await v.get('x.bias')!.data())).toEqual([3]); // no-decay rule
+    expect([opt.stepOf('w'), opt.stepOf('x.bias')]).toEqual([1, 1]);
+    const st = await opt.exportState();
+    for (const k of ['w.exp_avg', 'w.exp_avg_sq', 'x.bias.exp_avg']) expect(Array.from(st.tensors.get(k)!).every((x) => x === 0)).toBe(true);
+    // The same through a ZeRO flat shard: zeros in the slice, no flag needed.
+    const v2 = vars({ w: [1, -2], 'x.bias': [3] });
+    const opt2 = new AdamW(shapes(v2), { weightDecay: 0.5 });
+    const flat = tf.zeros([3]);
+    opt2.step(v2, { flat }, 0.1);
+    flat.dispose();
+    expect(Array.from(await v2.get('w')!.data())).toEqual(Array.from(await v.get('w')!.data()));
+    expect(opt2.stepOf('x.bias')).toBe(1);
+    [opt, opt2].forEach((o) => o.dispose());
+    disposeAll(v);
+    disposeAll(v2);
+  });
+
   test('ZeRO-1 flat slices: 3 ranks (map and flat gradients) equal one process; state re-shards 3 -> 2', async () => {
     const { params, grads } = randomProblem('zero', SPECS);
     const shapeOf = (n: string) => SPECS.find((s) => s[0] === n)![1];

@@ -1,5 +1,5 @@
 /** Seeded random ShapeWorld scenes for the renderer, detector and scorer tests (1-4 objects in distinct cells). */
-import { BACKGROUND_NAMES, COLOR_NAMES, Cell, SHAPES, Scene } from '../src/data/scene';
+import { BACKGROUND_NAMES, COLOR_NAMES, Cell, SHAPES, Scene } from '../src/shapeworld/scene';
 
 export function randomScene(rand: () => number): Scene {
   const cells = [0, 1, 2, 3, 4, 5, 6, 7, 8];

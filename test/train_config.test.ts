@@ -105,9 +105,17 @@ describe('shipped configs', () => {
 
   test('defaults are the recipe, so a minimal file resolves to it', () => {
     const c = loadTrainConfig(writeYaml('min.yaml', MINIMAL));
-    expect(c.train).toMatchObject({ lr: 5e-6, weight_decay: 0.1, warmup_ratio: 0.05, min_lr_ratio: 0.15, clip: 1, seed: 42 });
+    expect(c.train).toMatchObject({ lr: 5e-6, weight_decay: 0.1, warmup_ratio: 0.05, min_lr_ratio: 0.15, clip: 1, seed: 42, loss_alignment: 'reference' });
     expect(c.backend).toBe('auto');
     expect(c.distributed).toEqual({ nproc: 1, zero_stage: 0 });
+  });
+
+  test("the ShapeWorld configs keep the loss their models were trained with, 'full', explicitly", () => {
+    for (const name of ['tiny', 'tiny-full', 'tiny-full-cycle', 'tiny-base', 'tiny-base-stage1']) {
+      const raw = YAML.parse(fs.readFileSync(path.join(REPO, `configs/${name}.yaml`), 'utf8')) as { data: { kind: string }; train: Record<string, unknown> };
+      expect(raw.data.kind).toBe('shapeworld');
+      expect([name, raw.train.loss_alignment]).toEqual([name, 'full']);
+    }
   });
 });
 
@@ -237,6 +245,21 @@ describe('hash, diff and resume compatibility', () => {
     delete old.model.init;
     expect(checkResumeConfig(old, c, [], 'x')).toEqual([]);
     expect(errorOf(() => checkResumeConfig(old, { ...c, model: { ...c.model, init: 'unit-input' } }, [], 'x'))).toContain('model.init');
+  });
+
+  test('retired keys: the removed token-weight loss and optimizer choice; an older checkpoint holding their kept values still parses and resumes', () => {
+    const c = loadTrainConfig(writeYaml('rk1.yaml', MINIMAL));
+    const old = JSON.parse(JSON.stringify(c));
+    Object.assign(old.train, { token_weight_power: 0, optimizer: 'adamw' });
+    expect(checkResumeConfig(old, c, [], 'x')).toEqual([]);
+    expect(parseTrainConfig(old, 'old/train_config.json')).toEqual(c);
+    const weighted = errorOf(() => loadTrainConfig(writeYaml('rk2.yaml', `${MINIMAL}train:\n  token_weight_power: 0.5\n  token_weight_anneal: 0.5\n`)));
+    expect(weighted).toContain('train.token_weight_power: no longer exists (the frequency-balanced image-token loss was removed after measurement (docs/token-weights.md)); only 0, what now always runs, is still accepted, got 0.5');
+    expect(weighted).toContain('train.token_weight_anneal: no longer exists');
+    expect(weighted).not.toContain('unknown key');
+    expect(errorOf(() => loadTrainConfig(writeYaml('rk3.yaml', `${MINIMAL}train:\n  optimizer: sgd\n`)))).toContain('train.optimizer: no longer exists');
+    const weightedRun = { ...old, train: { ...old.train, token_weight_power: 0.5 } };
+    expect(errorOf(() => checkResumeConfig(weightedRun, c, [], 'x'))).toContain('train.token_weight_power (checkpoint: 0.5, now: nothing)');
   });
 
   test('trainable selection: everything but the VQ tokenizer and lm_head by default', () => {

@@ -94,3 +94,45 @@ describe('Trainer', () => {
     model.dispose();
   });
 });
+
+describe('parameters off the loss path (janus-spec 8.6)', () => {
+  test('a step of text-to-image samples only still weight-decays SigLIP and the aligner, like the reference zero gradient', async () => {
+    const dir = path.join(tmp, 't2i-only');
+    const { data: mixed, tok } = fixtureData(12, 't2i-only');
+    const t2i = Array.from({ length: mixed.size }, (_, i) => i).filter((i) => mixed.sample(i).task === 't2i');
+    const data = { size: t2i.length, sample: (i: number) => mixed.sample(t2i[i]), sourceImage: (i: number) => mixed.sourceImage(t2i[i]) };
+    const model = fixtureModel(11);
+    const before = await model.params.snapshot();
+    const lrs: number[] = [];
+    const t = new Trainer(model, fixtureTrainConfig(dir, { max_steps: 1, micro_batch: 2, grad_accum: 2, warmup_ratio: 0 }), data, fixtureTemplates(tok), { onStep: (s) => lrs.push(s.lr) });
+    await t.run();
+    const lr = lrs[0];
+    const wd = t.config.train.weight_decay;
+    expect(lr).toBeGreaterThan(0);
+    expect(wd).toBeGreaterThan(0);
+    const after = await model.params.snapshot();
+    const state = await t.optimizer.exportState();
+    const editOnly = [...before.keys()].filter((n) => n.startsWith('vision_model.') || n.startsWith('aligner.'));
+    expect(editOnly.length).toBeGreaterThan(4);
+    const factor = Math.fround(1 - lr * wd);
+    let decayed = 0;
+    for (const name of editOnly) {
+      // torch's AdamW on a zero gradient: p *= 1 - lr * wd (none under the no-decay rule), then p += 0.
+      const want = t.optimizer.decays(name) ? before.get(name)!.map((p) => Math.fround(p * factor)) : before.get(name)!;
+      if (t.optimizer.decays(name)) decayed++;
+      expect(maxAbsDiff(after.get(name)!, want)).toBe(0);
+      // The moments are zero and the step is counted, so later edit steps see torch's bias correction.
+      expect(state.meta.segments.find((s) => s.name === name)!.step).toBe(1);
+      for (const m of ['exp_avg', 'exp_avg_sq']) expect(maxAbsDiff(state.tensors.get(`${name}.${m}`)!, new Float32Array(before.get(name)!.length))).toBe(0);
+    }
+    expect(decayed).toBeGreaterThan(0);
+    // Parameters frozen by config (the VQ, lm_head) are not in the optimizer and stay untouched.
+    const frozen = [...before.keys()].filter((n) => n.startsWith('gen_vision_model.') || n === 'language_model.lm_head.weight');
+    expect(frozen.length).toBeGreaterThan(0);
+    for (const name of frozen) {
+      expect(t.trainable).not.toContain(name);
+      expect(maxAbsDiff(after.get(name)!, before.get(name)!)).toBe(0);
+    }
+    model.dispose();
+  });
+});

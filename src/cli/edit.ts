@@ -1,7 +1,8 @@
 /**
  * `janus4o edit --checkpoint DIR --image IMG --prompt TEXT`: the Janus-4o edit (text + image -> image) with
  * the 3-branch CFG of janus-spec 8.4: rows [full: E + X, part: E + pad X, uncond], weights --cfg (w1) and
- * --cfg2 (w2). Writes the plain layout of `generate` (sidecar JSON per image, grid).
+ * --cfg2 (w2), by default the model folder's cfg_weight, cfg_weight2 and edit_temperature. Writes the plain layout
+ * of `generate` (sidecar JSON per image, grid).
  */
 import { promises as fs } from 'fs';
 import * as path from 'path';
@@ -13,12 +14,13 @@ import { checkPositionBudget, generateEdits } from '../generate/sampler';
 import { imageTokenCount } from '../model/config';
 import { ImageInputError, decodeImage } from '../tokenizer/image';
 import { UserError } from '../errors';
-import { GenerateSummary, SamplingArgs, asUserError, samplingFlags, samplingOptions, startRuntime, tokenProgress } from './generate';
+import { GenerateSummary, SamplingArgs, asUserError, samplingFlags, samplingNote, samplingOptions, startRuntime, tokenProgress } from './generate';
 
 export interface EditArgs extends SamplingArgs {
   image: string;
   prompt: string;
-  cfg2: number;
+  /** Unset: the model folder's cfg_weight2 (generation_config.json). */
+  cfg2?: number;
   out: string;
   grid: boolean;
 }
@@ -27,7 +29,7 @@ export interface EditArgs extends SamplingArgs {
 export type ImageLoader = (file: string, size: number) => Promise<tf.Tensor4D>;
 
 export async function runEdit(a: EditArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`), loadImage: ImageLoader = (f, size) => loadImagePixels(f, size, '--image')): Promise<GenerateSummary> {
-  const opts = samplingOptions(a, 'edit', a.cfg2);
+  samplingOptions(a, 'edit', a.cfg2);
   if (!a.prompt || !a.prompt.trim()) throw new UserError('--prompt (the edit instruction) is empty');
   const imageFile = path.resolve(a.image);
   const st = await fs.stat(imageFile).catch(() => null);
@@ -43,6 +45,8 @@ export async function runEdit(a: EditArgs, log: (line: string) => void = (l) => 
   let images = 0;
   let tokens = 0;
   try {
+    const opts = samplingOptions(a, 'edit', a.cfg2, { generation: runtime.generation });
+    log(samplingNote(opts));
     const cfg = runtime.model.config;
     try {
       const prefix = runtime.templates.editPrefix(a.prompt, imageTokenCount(cfg));
@@ -71,9 +75,9 @@ export async function runEdit(a: EditArgs, log: (line: string) => void = (l) => 
       seed: a.seed,
       prompt_index: 0,
       sample_index: s,
-      cfg: a.cfg,
-      cfg2: a.cfg2,
-      temperature: a.temperature,
+      cfg: opts.cfg,
+      cfg2: opts.cfg2,
+      temperature: opts.temperature,
       ...(opts.topK ? { top_k: opts.topK } : {}),
       ...(opts.topP ? { top_p: opts.topP } : {}),
       checkpoint: runtime.source,
@@ -100,7 +104,7 @@ export const editCommand: CommandModule<object, EditArgs> = {
     samplingFlags(y)
       .option('image', { type: 'string', demandOption: true, describe: 'source image (PNG, JPEG, WebP, ...)' })
       .option('prompt', { type: 'string', demandOption: true, describe: 'edit instruction' })
-      .option('cfg2', { type: 'number', default: 5, describe: 'w2: weight of the image-dropped condition inside the condition' })
+      .option('cfg2', { type: 'number', describe: "w2: weight of the image-dropped condition inside the condition; default: the model folder's generation_config.json cfg_weight2, else 5" })
       .option('out', { type: 'string', demandOption: true, describe: 'output directory' })
       .option('grid', { type: 'boolean', default: true, describe: 'also write grid.png' }) as unknown as Argv<EditArgs>,
   handler: async (a) => {

@@ -14,19 +14,20 @@ import { ShapeEvalReport, datasetSceneKeys, modelGenerator, runShapeEval, shapew
 import { UserError } from '../errors';
 import { ReadingProbeResult, readingProbe } from '../shapeworld/reading_probe';
 import { CopyingProbeResult, copyingProbe } from '../shapeworld/copying_probe';
-import { SamplingArgs, asUserError, samplingFlags, samplingOptions, startRuntime, tokenProgress } from './generate';
+import { SamplingArgs, asUserError, samplingFlags, samplingNote, samplingOptions, startRuntime, tokenProgress } from './generate';
 import type { GenerationRuntime } from '../generate/runtime';
 
 export interface EvalArgs extends SamplingArgs {
   suite: string;
-  cfg2: number;
+  /** Unset: the model folder's cfg_weight2 (generation_config.json). */
+  cfg2?: number;
   'per-category': number;
   'edits-per-category': number;
   /** One or more datasets; their scenes together are kept out of the evaluation. */
   'train-data'?: string | string[];
   report: string;
   batch: number;
-  /** Softmax temperature of the edits (default: --temperature). */
+  /** Softmax temperature of the edits (default: --temperature when given, else the model folder's edit_temperature). */
   'edit-temperature'?: number;
 }
 
@@ -93,9 +94,9 @@ export async function runCopyingEval(a: EvalArgs, log: (line: string) => void = 
 
 export async function runEval(a: EvalArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<ShapeEvalReport & { report: string }> {
   if (a.suite !== 'shapeeval') throw new UserError(`--suite ${a.suite}: runEval runs shapeeval (the reading probe is runReadingEval)`);
-  const opts = samplingOptions(a, 'edit', a.cfg2);
-  const editTemperature = a['edit-temperature'] ?? a.temperature;
-  if (!Number.isFinite(editTemperature) || editTemperature < 0) throw new UserError(`--edit-temperature must be a number >= 0, got ${a['edit-temperature']}`);
+  samplingOptions(a, 'edit', a.cfg2, { temperature: 'temperature' });
+  const flagEditTemperature = a['edit-temperature'] ?? a.temperature;
+  if (flagEditTemperature !== undefined && (!Number.isFinite(flagEditTemperature) || flagEditTemperature < 0)) throw new UserError(`--edit-temperature must be a number >= 0, got ${a['edit-temperature']}`);
   for (const k of ['per-category', 'batch'] as const) {
     if (!Number.isInteger(a[k]) || a[k] < 1) throw new UserError(`--${k} must be a positive integer, got ${a[k]}`);
   }
@@ -103,6 +104,9 @@ export async function runEval(a: EvalArgs, log: (line: string) => void = (l) => 
   const { runtime, backend } = await startRuntime(a, log);
   const bar = tokenProgress(a.progress, 'eval');
   try {
+    const opts = samplingOptions(a, 'edit', a.cfg2, { generation: runtime.generation, temperature: 'temperature' });
+    const editTemperature = flagEditTemperature ?? runtime.generation.edit_temperature;
+    log(samplingNote(opts, ` --edit-temperature ${editTemperature}`));
     const exclude = await trainingSceneKeys(a['train-data'], runtime.source, log);
     const size = runtime.model.config.imageSize;
     const sampling: SamplingOptions = { ...opts, onProgress: (p) => bar.update(p, '') };
@@ -119,7 +123,7 @@ export async function runEval(a: EvalArgs, log: (line: string) => void = (l) => 
     });
     const file = path.resolve(a.report);
     fs.mkdirSync(path.dirname(file), { recursive: true });
-    const full = { ...report, checkpoint: runtime.source, backend, cfg: a.cfg, cfg2: a.cfg2, temperature: a.temperature, edit_temperature: editTemperature };
+    const full = { ...report, checkpoint: runtime.source, backend, cfg: opts.cfg, cfg2: opts.cfg2, temperature: opts.temperature, edit_temperature: editTemperature };
     fs.writeFileSync(file, `${JSON.stringify(full, null, 2)}\n`);
     return { ...full, report: file };
   } finally {
@@ -134,13 +138,13 @@ export const evalCommand: CommandModule<object, EvalArgs> = {
   builder: (y) =>
     samplingFlags(y)
       .option('suite', { type: 'string', default: 'shapeeval', choices: EVAL_SUITES, describe: 'shapeeval (sampled, detector-scored), reading (teacher-forced: does the image depend on the colour and shape words?) or copying (teacher-forced: do edits copy the input image?)' })
-      .option('cfg2', { type: 'number', default: 5, describe: 'w2 of the edit CFG' })
+      .option('cfg2', { type: 'number', describe: "w2 of the edit CFG; default: the model folder's generation_config.json cfg_weight2, else 5" })
       .option('per-category', { type: 'number', default: 8, describe: 'T2I prompts per category (six categories)' })
       .option('edits-per-category', { type: 'number', default: 4, describe: 'edits per category (seven categories; 0 skips edits)' })
       .option('train-data', { type: 'string', array: true, describe: 'ShapeWorld dataset(s) the model was trained on (their scenes are excluded); repeat it to compare models on one prompt set' })
       .option('report', { type: 'string', default: DEFAULT_REPORT, describe: 'where to write the full report (--suite reading / copying: reading-report.json / copying-report.json by default)' })
       .option('batch', { type: 'number', default: 4, describe: 'prompts sampled together' })
-      .option('edit-temperature', { type: 'number', describe: 'softmax temperature of the edits (default: --temperature); copying the input image wants a lower one than drawing a new scene' }) as unknown as Argv<EvalArgs>,
+      .option('edit-temperature', { type: 'number', describe: "softmax temperature of the edits (default: --temperature when given, else the model folder's generation_config.json edit_temperature); copying the input image wants a lower one than drawing a new scene" }) as unknown as Argv<EvalArgs>,
   handler: async (a) => {
     if (a.suite === 'reading') {
       const p = await runReadingEval(a);

@@ -1,7 +1,8 @@
 /**
  * `janus4o generate`: text-to-image with 2-branch CFG, to a folder per prompt (sidecar JSON per image, a
  * grid), or to the GenEval (--geneval) / DPG-Bench (--dpg) layouts. Also the pieces `edit` and `eval` share:
- * sampling flags, their checks, the progress bar.
+ * sampling flags, their checks, the progress bar. --cfg, --cfg2 and --temperature default to the model folder's
+ * generation_config.json (io/model_folder.ts), so they are resolved once the model is loaded.
  */
 import { promises as fs } from 'fs';
 import * as path from 'path';
@@ -11,6 +12,7 @@ import { BACKEND_NAMES, BackendName, initBackend } from '../backend';
 import { checkSamplingOptions } from '../generate/cfg';
 import { DpgPrompt, GenEvalPrompt, SampleRecord, readDpgPrompts, readGenEvalMetadata, writeDpgGrid, writeGenEvalPrompt, writePromptSamples } from '../generate/export';
 import { GenerationRuntime, loadRuntime } from '../generate/runtime';
+import { GenerationDefaults, REFERENCE_GENERATION } from '../io/model_folder';
 import { SamplingOptions, SamplingProgress, checkPositionBudget, generateT2I } from '../generate/sampler';
 import { UserError } from '../errors';
 
@@ -18,8 +20,10 @@ import { UserError } from '../errors';
 export interface SamplingArgs {
   checkpoint: string;
   n: number;
-  cfg: number;
-  temperature: number;
+  /** Unset: the model folder's cfg_weight (generation_config.json). */
+  cfg?: number;
+  /** Unset: the model folder's temperature (edits: its edit_temperature). */
+  temperature?: number;
   'top-k': number;
   'top-p': number;
   seed: string;
@@ -33,8 +37,8 @@ export function samplingFlags<T>(y: Argv<T>): Argv<T & SamplingArgs> {
   return y
     .option('checkpoint', { type: 'string', demandOption: true, describe: 'checkpoint directory (or a checkpoint root: its latest)' })
     .option('n', { type: 'number', default: 4, describe: 'images per prompt (parallel CFG rows)' })
-    .option('cfg', { type: 'number', default: 5, describe: 'guidance weight w (edits: w1)' })
-    .option('temperature', { type: 'number', default: 1, describe: 'softmax temperature (0 = greedy)' })
+    .option('cfg', { type: 'number', describe: "guidance weight w (edits: w1); default: the model folder's generation_config.json cfg_weight, else 5" })
+    .option('temperature', { type: 'number', describe: "softmax temperature (0 = greedy); default: the model folder's generation_config.json temperature (edit: edit_temperature), else 1" })
     .option('top-k', { type: 'number', default: 0, describe: 'sample from the k most likely ids only (0 = all, the reference)' })
     .option('top-p', { type: 'number', default: 1, describe: 'nucleus sampling mass (1 = all, the reference)' })
     .option('seed', { type: 'string', default: '0', describe: 'seed; same seed and backend give byte-identical PNGs' })
@@ -44,19 +48,44 @@ export function samplingFlags<T>(y: Argv<T>): Argv<T & SamplingArgs> {
     .option('progress', { type: 'boolean', default: true, describe: 'progress bar with image tokens/s (on a terminal)' }) as unknown as Argv<T & SamplingArgs>;
 }
 
-/** Checks the flags before anything is loaded; every problem is a UserError naming the flag. */
-export function samplingOptions(a: SamplingArgs, mode: 't2i' | 'edit', cfg2?: number): SamplingOptions {
+/** Where the flags a command leaves unset take their values from. */
+export interface SamplingDefaults {
+  /** The model's settings (runtime.generation); before the model is loaded, the reference ones stand in. */
+  generation?: GenerationDefaults;
+  /** Which of them an unset --temperature takes (default: edit_temperature for edits, temperature for T2I). */
+  temperature?: 'temperature' | 'edit_temperature';
+}
+
+/** Sampling options with the guidance weights and temperature decided: what the sidecars record. */
+export type ResolvedSampling = SamplingOptions & { cfg: number; temperature: number };
+
+/**
+ * The flags as sampling options, unset ones filled from `d.generation`; every problem is a UserError naming the
+ * flag. Called once before anything is loaded (checks the flags given) and again with the model's settings.
+ * `cfg2` is the edit's --cfg2 (mode 'edit'; unset: the model's cfg_weight2).
+ */
+export function samplingOptions(a: SamplingArgs, mode: 't2i' | 'edit', cfg2?: number, d: SamplingDefaults = {}): ResolvedSampling {
   if (!Number.isInteger(a.n) || a.n < 1) throw new UserError(`-n must be a positive integer (images per prompt), got ${a.n}`);
   const maxRows = a['max-rows'];
   if (maxRows !== undefined && (!Number.isInteger(maxRows) || maxRows < 1)) throw new UserError(`--max-rows must be a positive integer, got ${maxRows}`);
   const topK = a['top-k'] || undefined;
   const topP = a['top-p'] === 1 ? undefined : a['top-p'];
+  const g = d.generation ?? REFERENCE_GENERATION;
+  const cfg = a.cfg ?? g.cfg_weight;
+  const w2 = mode === 'edit' ? (cfg2 ?? g.cfg_weight2) : undefined;
+  const temperature = a.temperature ?? g[d.temperature ?? (mode === 'edit' ? 'edit_temperature' : 'temperature')];
   try {
-    checkSamplingOptions(mode, { cfg: a.cfg, cfg2 }, { temperature: a.temperature, topK, topP });
+    checkSamplingOptions(mode, { cfg, cfg2: w2 }, { temperature, topK, topP });
   } catch (e) {
     throw new UserError((e as Error).message);
   }
-  return { cfg: a.cfg, cfg2, temperature: a.temperature, topK, topP, seed: a.seed, useCache: a.cache, maxRows };
+  return { cfg, ...(w2 !== undefined ? { cfg2: w2 } : {}), temperature, topK, topP, seed: a.seed, useCache: a.cache, maxRows };
+}
+
+/** The log line that says what a command samples with (a flag left unset takes the model's setting). */
+export function samplingNote(o: ResolvedSampling, extra = ''): string {
+  const w2 = o.cfg2 !== undefined ? ` --cfg2 ${o.cfg2}` : '';
+  return `sampling with --cfg ${o.cfg}${w2} --temperature ${o.temperature}${extra} (flags not given: the model folder's generation_config.json)`;
 }
 
 /** Sampler errors about the request (too long, bad count) become user errors; anything else stays a bug. */
@@ -173,7 +202,7 @@ export interface GenerateSummary {
 
 /** The whole command; resolves to the summary it prints. */
 export async function runGenerate(a: GenerateArgs, log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<GenerateSummary> {
-  const opts = samplingOptions(a, 't2i');
+  samplingOptions(a, 't2i');
   if (!Number.isInteger(a.batch) || a.batch < 1) throw new UserError(`--batch must be a positive integer (prompts per forward), got ${a.batch}`);
   const items = await promptItems(a);
   const { runtime, backend } = await startRuntime(a, log);
@@ -182,6 +211,8 @@ export async function runGenerate(a: GenerateArgs, log: (line: string) => void =
   let images = 0;
   const bar = tokenProgress(a.progress, 'generate');
   try {
+    const opts = samplingOptions(a, 't2i', undefined, { generation: runtime.generation });
+    log(samplingNote(opts));
     // Every prompt is checked against the position budget before the first image is drawn.
     for (const it of items) {
       try {
@@ -212,8 +243,8 @@ export async function runGenerate(a: GenerateArgs, log: (line: string) => void =
           seed: a.seed,
           prompt_index: group[j].index,
           sample_index: s,
-          cfg: a.cfg,
-          temperature: a.temperature,
+          cfg: opts.cfg,
+          temperature: opts.temperature,
           ...(opts.topK ? { top_k: opts.topK } : {}),
           ...(opts.topP ? { top_p: opts.topP } : {}),
           checkpoint: runtime.source,

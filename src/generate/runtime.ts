@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { UserError } from '../errors';
 import { PromptIds } from '../data/batch';
 import { promptIds } from '../data/prompt_ids';
-import { loadModelFolder } from '../io/model_folder';
+import { GenerationDefaults, REFERENCE_GENERATION, loadModelFolder, readGenerationConfig } from '../io/model_folder';
 import { JanusConfig, imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
 import { ImagePositions } from '../model/positions';
@@ -19,6 +19,8 @@ export interface GenerationRuntime {
   readonly templates: PromptIds;
   /** Where the weights came from (recorded in every sidecar). */
   readonly source: string;
+  /** The model's recommended sampling settings (its folder's generation_config.json): the CLI's defaults. */
+  readonly generation: GenerationDefaults;
   /** Image ids [B][n] -> PNG bytes, one per image. */
   decode(ids: readonly (readonly number[])[]): Promise<Buffer[]>;
   /** An edit's source image [1, S, S, 3] in [-1, 1] -> its X-block ids and E-block features [n, D] (caller disposes). */
@@ -44,7 +46,7 @@ function decodeBatch(cfg: JanusConfig): number {
 }
 
 /** A runtime around an in-memory model (tests, the embedded models, a freshly trained model). */
-export function runtimeFromModel(model: Janus4o, templates: PromptIds, tokenizerVocab: number, source: string): GenerationRuntime {
+export function runtimeFromModel(model: Janus4o, templates: PromptIds, tokenizerVocab: number, source: string, generation: GenerationDefaults = { ...REFERENCE_GENERATION }): GenerationRuntime {
   const cfg = model.config;
   if (tokenizerVocab > cfg.llm.vocabSize) {
     throw new UserError(`${source}: the tokenizer has ${tokenizerVocab} tokens but the model's text vocabulary is ${cfg.llm.vocabSize}; they do not belong together.`);
@@ -54,6 +56,7 @@ export function runtimeFromModel(model: Janus4o, templates: PromptIds, tokenizer
     model,
     templates,
     source,
+    generation,
     async decode(ids) {
       const out: Buffer[] = [];
       const step = decodeBatch(cfg);
@@ -91,13 +94,15 @@ function loadTemplates(dir: string, imagePositions: ImagePositions | undefined):
 /**
  * Loads a checkpoint for generation: a training checkpoint (checkpoint.json; validated by the trainer's
  * loader), a checkpoint root (its `latest`), or a model folder (config.json + safetensors or PyTorch .bin
- * weights, e.g. a Janus-Pro download) read by io/pretrained.ts.
+ * weights, e.g. a Janus-Pro download) read by io/pretrained.ts. The sampling settings are the folder's
+ * generation_config.json (the reference ones when it has none).
  */
 export async function loadRuntime(target: string): Promise<GenerationRuntime> {
   const { model, dir } = await loadModelFolder(target);
   try {
+    const generation = readGenerationConfig(dir);
     const { templates, vocabSize } = loadTemplates(dir, model.config.imagePositions);
-    return runtimeFromModel(model, templates, vocabSize, dir);
+    return runtimeFromModel(model, templates, vocabSize, dir, generation);
   } catch (e) {
     model.dispose();
     throw e;

@@ -9,7 +9,7 @@ import { UserError } from '../errors';
 import { JanusConfig, validateConfig } from '../model/config';
 import { Janus4o } from '../model/janus';
 import { ImagePositions } from '../model/positions';
-import { LATEST_FILE, MANIFEST_FILE, loadCheckpoint, loadWeightsIntoStore, resolveCheckpoint } from './checkpoint';
+import { GENERATION_CONFIG_FILE, LATEST_FILE, MANIFEST_FILE, loadCheckpoint, loadWeightsIntoStore, resolveCheckpoint } from './checkpoint';
 import { janusConfigFromHf } from './hf_config';
 import { loadIntoStore } from './pretrained';
 
@@ -65,10 +65,70 @@ export const SIDE_FILES: readonly string[] = [
   'special_tokens_map.json',
   'processor_config.json',
   'preprocessor_config.json',
-  'generation_config.json',
+  GENERATION_CONFIG_FILE,
 ];
 
 /** Absolute paths of the side files `dir` has. */
 export function sideFilesOf(dir: string): string[] {
   return SIDE_FILES.map((f) => path.join(dir, f)).filter((f) => fs.existsSync(f));
+}
+
+/**
+ * Recommended sampling settings of a model, its generation_config.json: the guidance weights (w, or w1 and w2 of
+ * an edit's 3-branch CFG) and the softmax temperatures of text-to-image and of edits.
+ */
+export interface GenerationDefaults {
+  cfg_weight: number;
+  cfg_weight2: number;
+  temperature: number;
+  edit_temperature: number;
+}
+
+const GENERATION_KEYS: readonly (keyof GenerationDefaults)[] = ['cfg_weight', 'cfg_weight2', 'temperature', 'edit_temperature'];
+
+/** The Janus-Pro / Janus-4o reference settings (janus-spec 7.1 and 8.4): w = w1 = w2 = 5, T = 1. */
+export const REFERENCE_GENERATION: Readonly<GenerationDefaults> = Object.freeze({ cfg_weight: 5, cfg_weight2: 5, temperature: 1, edit_temperature: 1 });
+
+function describeGeneration(g: Readonly<GenerationDefaults>): string {
+  return GENERATION_KEYS.map((k) => `${k} ${g[k]}`).join(', ');
+}
+
+/**
+ * The sampling settings `dir` recommends: its generation_config.json (every key a finite number >= 0; other keys
+ * are ignored), or REFERENCE_GENERATION when it has none.
+ */
+export function readGenerationConfig(dir: string): GenerationDefaults {
+  const file = path.join(dir, GENERATION_CONFIG_FILE);
+  if (!fs.existsSync(file)) return { ...REFERENCE_GENERATION };
+  const fix = `fix it, or delete the file to sample with the reference settings (${describeGeneration(REFERENCE_GENERATION)})`;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new UserError(`${file}: cannot read the generation settings (${(e as Error).message}); ${fix}.`);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UserError(`${file}: expected a JSON object with ${GENERATION_KEYS.join(', ')}; ${fix}.`);
+  const obj = raw as Record<string, unknown>;
+  const out = { ...REFERENCE_GENERATION };
+  for (const k of GENERATION_KEYS) {
+    const v = obj[k];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+      throw new UserError(`${file}: "${k}" must be a finite number >= 0, got ${v === undefined ? 'nothing' : JSON.stringify(v)}; ${fix}.`);
+    }
+    out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * What every checkpoint of a run writes as generation_config.json: the dataset plugin's settings when it has some;
+ * else null, so the starting folder's own file (one of `sideFiles`, checked here) is copied unchanged; else the
+ * reference settings. Either way a checkpoint always has one.
+ */
+export function checkpointGeneration(pluginDefaults: GenerationDefaults | null | undefined, sideFiles: readonly string[]): GenerationDefaults | null {
+  if (pluginDefaults) return pluginDefaults;
+  const own = sideFiles.find((f) => path.basename(f) === GENERATION_CONFIG_FILE);
+  if (own === undefined) return { ...REFERENCE_GENERATION };
+  readGenerationConfig(path.dirname(own));
+  return null;
 }

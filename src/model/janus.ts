@@ -232,16 +232,3 @@ function identity(n: number): Int32Array {
   for (let i = 0; i < n; i++) a[i] = i;
   return a;
 }
-
-/**
- * Mean cross-entropy of image logits [N, V] against target ids [N] (float32, like the reference's fp32 loss).
- */
-export function imageTokenLoss(logits: tf.Tensor2D, targets: tf.Tensor1D | ArrayLike<number>): tf.Scalar {
-  return tf.tidy(() => {
-    const v = logits.shape[1];
-    const t = targets instanceof tf.Tensor ? tf.cast(targets, 'int32') : tf.tensor1d(Array.from(targets), 'int32');
-    const logp = tf.logSoftmax(logits);
-    const picked = tf.sum(tf.mul(logp, tf.oneHot(t as tf.Tensor1D, v)), 1);
-    return tf.neg(tf.mean(picked)) as tf.Scalar;
-  });
-}

@@ -40,12 +40,15 @@ const shapeEvalSchema = z
     edits_per_category: int(0, 'a non-negative integer').default(4),
     images_per_prompt: posInt.default(4),
     seed: int(0, 'a non-negative integer').default(0),
-    cfg: z.number().min(0, { message: 'must be >= 0' }).default(5),
-    cfg2: z.number().min(0, { message: 'must be >= 0' }).default(5),
+    // ShapeWorld's own defaults, not the reference's w = 5: these small models draw clean scenes only without
+    // guidance, and edit best at temperature 0.5 (checkpoints/pretrained/README.md, finding 6; docs/edit-copying.md).
+    // They also become generation_config.json of every model a ShapeWorld run writes.
+    cfg: z.number().min(0, { message: 'must be >= 0' }).default(1),
+    cfg2: z.number().min(0, { message: 'must be >= 0' }).default(1),
     /** Softmax temperature of the samples (1 = the reference; 0 = greedy). */
     temperature: z.number().min(0, { message: 'must be >= 0' }).default(1),
-    /** Softmax temperature of the edits (absent: temperature). */
-    edit_temperature: z.number().min(0, { message: 'must be >= 0' }).optional(),
+    /** Softmax temperature of the edits. */
+    edit_temperature: z.number().min(0, { message: 'must be >= 0' }).default(0.5),
   })
   .strict();
 

@@ -20,7 +20,8 @@ import { makeRng } from '../data/rng';
 import { shapeEvalEdits } from './shapeeval_run';
 import { GenerationRuntime } from '../generate/runtime';
 import { encodeScene } from './encode';
-import { batchInput, perPositionCE } from '../train/step';
+import { imageTokenScores } from '../model/loss';
+import { batchInput } from '../train/step';
 
 export const COPY_KINDS = ['background', 'kept', 'objectStart', 'changed'] as const;
 export type CopyKind = (typeof COPY_KINDS)[number];
@@ -106,8 +107,8 @@ export async function copyingProbe(rt: GenerationRuntime, opts: CopyingProbeOpti
         const batch = collate(samples, rt.templates, n, { textMaskProb: 0, imageMaskProb, lossAlignment: 'full' }, (k) => makeRng(`copying-probe:${k}`));
         const [ce, pred] = tf.tidy(() => {
           const pixels = tf.concat(group.map((g) => g.pixels)) as tf.Tensor4D;
-          const logits = model.forward(batchInput(model, batch, pixels), { imageLogitsAt: batch.lossPositions }).imageLogits!;
-          return [perPositionCE(logits, tf.tensor1d(batch.lossTargets, 'int32')), tf.argMax(logits, 1)];
+          const { ce, predicted } = imageTokenScores(model, batchInput(model, batch, pixels), batch.lossPositions, batch.lossTargets);
+          return [ce, predicted];
         });
         const ceData = await ce.data();
         const predData = await pred.data();

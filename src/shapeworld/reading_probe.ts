@@ -15,7 +15,8 @@ import type { Cell, ColorName, Shape } from './scene';
 import { classPhrase } from './captions';
 import { GenerationRuntime } from '../generate/runtime';
 import { encodeScene } from './encode';
-import { batchInput, perPositionCE } from '../train/step';
+import { imageTokenScores } from '../model/loss';
+import { batchInput } from '../train/step';
 
 export const PROBE_COLORS: readonly ColorName[] = ['red', 'green', 'blue', 'yellow'];
 export const PROBE_SHAPES: readonly Shape[] = ['circle', 'square', 'triangle', 'diamond'];
@@ -54,8 +55,7 @@ export async function readingProbe(rt: GenerationRuntime, cell: Cell = { row: 1,
     );
     // The training step's own input mapping and per-position cross-entropy: log p = -CE.
     const perImage = tf.tidy(() => {
-      const logits = model.forward(batchInput(model, batch, null), { imageLogitsAt: batch.lossPositions }).imageLogits!;
-      const ce = perPositionCE(logits, tf.tensor1d(batch.lossTargets, 'int32'));
+      const { ce } = imageTokenScores(model, batchInput(model, batch, null), batch.lossPositions, batch.lossTargets);
       return tf.neg(tf.sum(tf.reshape(ce, [images.length, n]), 1));
     });
     logp.push(Array.from(await perImage.data()));

@@ -27,7 +27,7 @@ export interface CheckpointedResult {
   peakBytes: number;
 }
 
-/** Gradients of `s` w.r.t. `trainable`, one stage at a time. Names off the loss path get no gradient. */
+/** Gradients of `s` w.r.t. `trainable`, one stage at a time. Names off the loss path get no entry (microStep gives them zeros). */
 export function checkpointedGrads(model: Janus4o, s: StagedLoss, trainable: readonly string[]): CheckpointedResult {
   const llm = model.llm;
   const want = new Set(trainable);
@@ -57,18 +57,22 @@ export function checkpointedGrads(model: Janus4o, s: StagedLoss, trainable: read
   const ctx: BlockContext = { rope: { cos, sin }, bias, cache: null };
   for (let i = 0; i < llm.layers.length; i++) xs.push(tf.tidy(() => llm.block(i, xs[i], ctx)));
 
-  // Backward, stage by stage. `stage` differentiates f(v) w.r.t. a stand-in variable v for x and `names`.
+  // Backward, stage by stage. `stage` differentiates f(v) w.r.t. a stand-in variable v for x and `names`. Without
+  // an x (the embedding stage) a scalar anchor added as 0 * anchor stands in, so that tfjs does not refuse a stage
+  // whose parameters the loss does not reach (e.g. only SigLIP and gen_head trainable on a T2I batch).
   const stage = (x: tf.Tensor3D | null, names: string[], f: (v: tf.Tensor3D | null) => tf.Scalar): { value: number; dx: tf.Tensor3D | null } => {
     const v = x ? tf.variable(x, true) : null;
+    const anchor = x ? null : tf.variable(tf.scalar(0), true);
     const vars = names.map((n) => model.params.get(n));
     let value = 0;
     let dx: tf.Tensor3D | null = null;
     tf.tidy(() => {
       const r = tf.variableGrads(() => {
-        const out = f(v as tf.Tensor3D | null);
+        const y = f(v as tf.Tensor3D | null);
+        const out = anchor ? (tf.add(y, tf.mul(anchor, 0)) as tf.Scalar) : y;
         probe();
         return out;
-      }, v ? [v, ...vars] : vars);
+      }, [v ?? anchor!, ...vars]);
       value = r.value.dataSync()[0];
       names.forEach((n, k) => {
         const g = r.grads[vars[k].name];
@@ -77,6 +81,7 @@ export function checkpointedGrads(model: Janus4o, s: StagedLoss, trainable: read
       if (v) dx = tf.keep(r.grads[v.name] as tf.Tensor3D);
     });
     v?.dispose();
+    anchor?.dispose();
     return { value, dx };
   };
 
@@ -89,7 +94,7 @@ export function checkpointedGrads(model: Janus4o, s: StagedLoss, trainable: read
     dy = r.dx!;
   }
   const dy0 = dy;
-  stage(null, outer, () => tf.sum(tf.mul(s.embed(), dy0)) as tf.Scalar);
+  if (outer.length > 0) stage(null, outer, () => tf.sum(tf.mul(s.embed(), dy0)) as tf.Scalar);
   dy0.dispose();
   tf.dispose([...xs, ctx.rope.cos, ctx.rope.sin, ctx.bias]);
   return { loss: headRes.value, grads, peakBytes };

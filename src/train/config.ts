@@ -1,7 +1,7 @@
 /**
  * Training configuration: a YAML file checked against a zod schema, optional dotted command-line overrides
- * (`--train.lr 1e-5`), a stable hash, and the comparison a resume makes against the config a checkpoint was
- * written with. Keys are snake_case like the reference's argparse flags, except `model.overrides`, which mirrors
+ * (`--train.lr 1e-5`; the key walking, typo suggestions and coercion are in config_overrides.ts), a stable hash,
+ * and the comparison a resume makes against the config a checkpoint was written with. Keys are snake_case like the reference's argparse flags, except `model.overrides`, which mirrors
  * JanusConfig (camelCase) so it can be passed to presetConfig unchanged. Every default is the Janus-4o recipe
  * (janus-spec 8.5), so the resolved config of a short file still says exactly what ran.
  */
@@ -11,6 +11,7 @@ import * as path from 'path';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { UserError } from '../errors';
+import { Override, applyOverridesWith, issueText, show } from './config_overrides';
 import { DEFAULT_NO_DECAY } from './optimizer';
 import { INIT_SCHEMES } from '../model/init_scheme';
 
@@ -100,16 +101,12 @@ const trainSchema = z
     text_mask_prob: prob.default(0.1),
     image_mask_prob: prob.default(0.5),
     seed: int(0, 'a non-negative integer').default(42),
-    loss_alignment: z.enum(['full', 'reference']).default('full'),
     /**
-     * Each target's loss weight is (its code's count among the training targets)^-power, scaled to mean 1 over
-     * those targets (token_weights.ts). 0 = uniform, the recipe; a pre-training option for sparse data.
+     * Which image-token positions are scored (src/data/batch.ts): 'reference', the recipe's causal-LM shift (slot k
+     * against target k+1, target 0 never a label; janus-spec 8.3), or 'full', every target, token 0 predicted
+     * from the final BOI (the ShapeWorld configs, which say so explicitly).
      */
-    token_weight_power: z.number().min(0, { message: 'must be in [0, 1]' }).max(1, { message: 'must be in [0, 1]' }).default(0),
-    /** Fraction of the run over which token_weight_power falls linearly to 0 (absent: constant all run). */
-    token_weight_anneal: z.number().gt(0, { message: 'must be in (0, 1]' }).max(1, { message: 'must be in (0, 1]' }).optional(),
-    /** 'sgd' (plain, for equivalence checks) instead of the recipe's AdamW. */
-    optimizer: z.enum(['adamw', 'sgd']).default('adamw'),
+    loss_alignment: z.enum(['full', 'reference']).default('reference'),
     /** Glob patterns over parameter names (`*` matches anything, dots included). */
     trainable: patterns.default(['*']),
     frozen: patterns.default(['gen_vision_model.*', 'language_model.lm_head.*']),
@@ -159,111 +156,11 @@ export const TrainConfigSchema = z
 
 export type TrainConfig = z.infer<typeof TrainConfigSchema>;
 
-// ---------------------------------------------------------------------------------------------------------
-// Schema walking: valid keys for suggestions, leaf kinds for override coercion.
-
-type AnyZod = z.ZodTypeAny;
-
-function unwrap(s: AnyZod): AnyZod {
-  for (;;) {
-    if (s instanceof z.ZodDefault) s = s._def.innerType;
-    else if (s instanceof z.ZodOptional || s instanceof z.ZodNullable) s = s.unwrap();
-    else if (s instanceof z.ZodEffects) s = s.innerType();
-    else return s;
-  }
-}
-
-/** The schema at a key path, or the keys valid where the path stops matching. */
-function schemaAt(keys: readonly (string | number)[], root: AnyZod = TrainConfigSchema): { schema: AnyZod } | { badIndex: number; valid: string[] } {
-  let s = unwrap(root);
-  for (let i = 0; i < keys.length; i++) {
-    if (s instanceof z.ZodObject) {
-      const shape = s.shape as Record<string, AnyZod>;
-      const next = shape[String(keys[i])];
-      if (!next) return { badIndex: i, valid: Object.keys(shape) };
-      s = unwrap(next);
-    } else if (s instanceof z.ZodRecord) s = unwrap(s.valueSchema as AnyZod);
-    else if (s instanceof z.ZodUnknown) return { schema: s };
-    else if (s instanceof z.ZodArray) s = unwrap(s.element);
-    else if (s instanceof z.ZodTuple) s = unwrap(s.items[Number(keys[i])] ?? s.items[0]);
-    else return { badIndex: i, valid: [] };
-  }
-  return { schema: s };
-}
-
-export function levenshtein(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length];
-}
-
-/** The closest valid key if it is close enough to be a plausible typo. */
-export function nearestKey(key: string, valid: readonly string[]): string | null {
-  let best: string | null = null;
-  let bestD = Infinity;
-  for (const v of valid) {
-    const d = levenshtein(key.toLowerCase(), v.toLowerCase());
-    if (d < bestD) [best, bestD] = [v, d];
-  }
-  return best !== null && bestD <= Math.max(2, Math.floor(key.length / 3)) ? best : null;
-}
-
-function unknownKeyText(keyPath: string, key: string, valid: readonly string[]): string {
-  const near = nearestKey(key, valid);
-  if (near) return `${keyPath}: unknown key (did you mean "${near}"?)`;
-  return `${keyPath}: unknown key (valid keys here: ${valid.join(', ')})`;
-}
+export { levenshtein, nearestKey, show, splitOverrideArgs } from './config_overrides';
+export type { Override } from './config_overrides';
 
 // ---------------------------------------------------------------------------------------------------------
 // Parsing and error reporting.
-
-export interface Override {
-  /** Dotted key path, e.g. `train.lr`. */
-  key: string;
-  /** The raw command-line text. */
-  raw: string;
-}
-
-function valueAt(raw: unknown, keys: readonly (string | number)[]): unknown {
-  let v = raw;
-  for (const k of keys) {
-    if (v === null || typeof v !== 'object') return undefined;
-    v = (v as Record<string, unknown>)[String(k)];
-  }
-  return v;
-}
-
-export function show(v: unknown): string {
-  if (v === undefined) return 'nothing';
-  const s = JSON.stringify(v);
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
-}
-
-/** `issue` is relative to `root` (the whole config, or a plugin's section found at `prefix`). */
-function issueText(issue: z.ZodIssue, raw: unknown, fromFlag: ReadonlyMap<string, string>, root: AnyZod = TrainConfigSchema, prefix: readonly string[] = []): string[] {
-  const keyPath = [...prefix, ...issue.path].join('.') || '(top level)';
-  const flag = fromFlag.get(keyPath);
-  const where = flag ? ` (set by ${flag})` : '';
-  const got = valueAt(raw, issue.path);
-  if (issue.code === z.ZodIssueCode.unrecognized_keys) {
-    const parent = schemaAt(issue.path, root);
-    const valid = 'schema' in parent && parent.schema instanceof z.ZodObject ? Object.keys(parent.schema.shape as object) : [];
-    return issue.keys.map((k) => unknownKeyText([...prefix, ...issue.path, k].join('.'), k, valid));
-  }
-  if (issue.code === z.ZodIssueCode.invalid_type) {
-    if (issue.received === 'undefined') return [`${keyPath}: missing (expected ${issue.expected})`];
-    return [`${keyPath}: expected ${issue.expected}, got ${issue.received} ${show(got)}${where}`];
-  }
-  if (issue.code === z.ZodIssueCode.invalid_enum_value) {
-    return [`${keyPath}: expected one of ${issue.options.join(', ')}, got ${show(got)}${where}`];
-  }
-  if (issue.code === z.ZodIssueCode.custom) return [`${keyPath}: ${issue.message}`];
-  return [`${keyPath}: ${issue.message}, got ${show(got)}${where}`];
-}
 
 /**
  * Validates a plugin's section of a config (e.g. ShapeWorld's `report`) with its own schema; errors read like
@@ -276,85 +173,51 @@ export function parseConfigSection<S extends z.ZodTypeAny>(schema: S, raw: unkno
   throw new UserError(`Invalid training config ${source}: ${lines.join('; ')}.`);
 }
 
-/** Validates a parsed config object; `source` names the file in errors. Throws UserError (one paragraph). */
-export function parseTrainConfig(raw: unknown, source: string, fromFlag: ReadonlyMap<string, string> = new Map()): TrainConfig {
-  const r = TrainConfigSchema.safeParse(raw);
-  if (r.success) return r.data;
-  const lines = r.error.issues.flatMap((i) => issueText(i, raw, fromFlag));
-  throw new UserError(`Invalid training config ${source}: ${lines.join('; ')}.`);
-}
+/**
+ * Keys the schema no longer has, each with the one value that still describes what runs. A resolved config holds
+ * every key, so the train_config.json of an older checkpoint names them: that value is dropped when it is read,
+ * any other is refused with the reason.
+ */
+export const RETIRED_KEYS: Readonly<Record<string, { kept: unknown; why: string }>> = {
+  'train.token_weight_power': { kept: 0, why: 'the frequency-balanced image-token loss was removed after measurement (docs/token-weights.md)' },
+  'train.token_weight_anneal': { kept: undefined, why: 'the frequency-balanced image-token loss was removed after measurement (docs/token-weights.md)' },
+  'train.optimizer': { kept: 'adamw', why: 'training always uses AdamW, the recipe\'s optimizer' },
+};
 
 /**
- * Splits dotted `--a.b value` / `--a.b=value` arguments (config overrides; no other flag has a dot) off an argv
- * list. Other arguments are returned untouched in `rest`. Unknown keys are reported by applyOverrides.
+ * A copy of a raw config without the retired keys that hold their kept value; `refused` describes the others
+ * (left in place, so the schema also reports them as unknown keys).
  */
-export function splitOverrideArgs(argv: readonly string[]): { overrides: Override[]; rest: string[] } {
-  const overrides: Override[] = [];
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const m = /^--([A-Za-z_][\w-]*(?:\.[\w-]+)+)(?:=(.*))?$/s.exec(argv[i]);
-    if (!m) {
-      rest.push(argv[i]);
-      continue;
-    }
-    if (m[2] !== undefined) overrides.push({ key: m[1], raw: m[2] });
-    else if (i + 1 < argv.length) overrides.push({ key: m[1], raw: argv[++i] });
-    else throw new UserError(`Command-line override --${m[1]} needs a value (e.g. --${m[1]} VALUE).`);
+export function dropRetiredKeys(raw: unknown): { raw: unknown; refused: string[] } {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return { raw, refused: [] };
+  const out = structuredClone(raw) as Record<string, unknown>;
+  const refused: string[] = [];
+  for (const [key, { kept, why }] of Object.entries(RETIRED_KEYS)) {
+    const [section, leaf] = key.split('.');
+    const node = out[section];
+    if (node === null || typeof node !== 'object' || !(leaf in node)) continue;
+    const value = (node as Record<string, unknown>)[leaf];
+    if (canonicalJson(value) === canonicalJson(kept)) delete (node as Record<string, unknown>)[leaf];
+    else refused.push(`${key}: no longer exists (${why}); ${kept === undefined ? 'remove it' : `only ${show(kept)}, what now always runs, is still accepted`}, got ${show(value)}`);
   }
-  return { overrides, rest };
+  return { raw: out, refused };
 }
 
-function coerce(schema: AnyZod, raw: string): unknown {
-  const t = raw.trim();
-  if (t === 'null' || t === '~') return undefined;
-  if (schema instanceof z.ZodNumber) {
-    const n = t === '' ? NaN : Number(t);
-    return Number.isNaN(n) ? raw : n;
-  }
-  if (schema instanceof z.ZodBoolean) {
-    if (/^(true|yes|on|1)$/i.test(t)) return true;
-    if (/^(false|no|off|0)$/i.test(t)) return false;
-    return raw;
-  }
-  if (schema instanceof z.ZodArray || schema instanceof z.ZodTuple) {
-    const items: unknown[] = t.startsWith('[') ? (YAML.parse(t) as unknown[]) : t === '' ? [] : t.split(',');
-    if (!Array.isArray(items)) return raw;
-    return items.map((x, i) => {
-      const el = unwrap(schema instanceof z.ZodArray ? schema.element : (schema.items[i] ?? schema.items[0]));
-      return typeof x === 'string' ? coerce(el, x) : x;
-    });
-  }
-  // A plugin's section (data.synth, report) is validated by its plugin: take the value as YAML reads it.
-  if (schema instanceof z.ZodObject || schema instanceof z.ZodUnknown) return YAML.parse(t) as unknown;
-  return raw;
+/** Validates a parsed config object; `source` names the file in errors. Throws UserError (one paragraph). */
+export function parseTrainConfig(raw: unknown, source: string, fromFlag: ReadonlyMap<string, string> = new Map()): TrainConfig {
+  const retired = dropRetiredKeys(raw);
+  const r = TrainConfigSchema.safeParse(retired.raw);
+  if (r.success) return r.data;
+  const refusedKeys = new Set(retired.refused.map((l) => l.slice(0, l.indexOf(':'))));
+  const lines = r.error.issues
+    .flatMap((i) => issueText(i, retired.raw, fromFlag, TrainConfigSchema))
+    .filter((l) => !refusedKeys.has(l.slice(0, l.indexOf(':'))));
+  throw new UserError(`Invalid training config ${source}: ${[...retired.refused, ...lines].join('; ')}.`);
 }
 
-/** Applies overrides to a raw (unvalidated) config object, coercing each value to the type its key expects. */
+/** Applies dotted overrides to a raw config object, coercing each value to the type its key expects. */
 export function applyOverrides(raw: Record<string, unknown>, overrides: readonly Override[], source: string): Record<string, unknown> {
-  const out = structuredClone(raw);
-  for (const o of overrides) {
-    const keys = o.key.split('.');
-    const at = schemaAt(keys);
-    if ('badIndex' in at) {
-      const keyPath = keys.slice(0, at.badIndex + 1).join('.');
-      throw new UserError(`Invalid command-line override --${o.key} for ${source}: ${unknownKeyText(keyPath, keys[at.badIndex], at.valid)}.`);
-    }
-    let value: unknown;
-    try {
-      value = coerce(at.schema, o.raw);
-    } catch (e) {
-      throw new UserError(`Invalid command-line override --${o.key} for ${source}: cannot parse ${show(o.raw)} (${(e as Error).message.split('\n')[0]}).`);
-    }
-    let node = out;
-    for (const k of keys.slice(0, -1)) {
-      const child = node[k];
-      if (child === null || typeof child !== 'object') node[k] = {};
-      node = node[k] as Record<string, unknown>;
-    }
-    if (value === undefined) delete node[keys[keys.length - 1]];
-    else node[keys[keys.length - 1]] = value;
-  }
-  return out;
+  return applyOverridesWith(TrainConfigSchema, raw, overrides, source);
 }
 
 /** Reads, overrides and validates a YAML training config. */

@@ -4,9 +4,9 @@
  * sharded: gradients are reduce-scattered so each rank holds only its slice, steps its slice, and the updated
  * parameters are all-gathered. Every rank ends a step with bit-identical weights.
  *
- * Gradients travel as one flat float32 buffer in the optimizer's parameter order, followed by one flag per
- * parameter (1 where this rank computed a gradient): a parameter no rank touched (SigLIP on a batch without
- * edits) is then skipped like a missing gradient in a single process, not updated with zeros.
+ * Gradients travel as one flat float32 buffer in the optimizer's parameter order. Every trainable parameter has
+ * a gradient (zeros where the loss does not reach it, step.ts), so every parameter is updated on every step, as
+ * in a single process and in the reference's ZeRO-1 flat buffer.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { ParamStore } from '../model/params';
@@ -18,8 +18,6 @@ export interface SyncedGradients {
   grads: Map<string, tf.Tensor> | null;
   /** ZeRO 1: this rank's averaged slice [start, end) of the flat gradient. */
   flat: tf.Tensor1D | null;
-  /** Parameters that got a gradient on some rank. */
-  present: Set<string>;
   /** Global L2 norm of the averaged gradient (before clipping). */
   norm: number;
 }
@@ -65,36 +63,34 @@ export class DataParallel {
     return Array.from(buf);
   }
 
-  /** Averages this rank's gradients with every other rank's. Takes ownership of `local`. */
+  /**
+   * Averages this rank's gradients with every other rank's. Takes ownership of `local`, which must hold a
+   * gradient for every parameter of the optimizer (microStep gives zeros to those off the loss path).
+   */
   async reduce(local: Map<string, tf.Tensor>): Promise<SyncedGradients> {
     const plan = this.optimizer.plan;
     const total = plan.total;
-    const buf = new Float32Array(total + plan.params.length);
-    plan.params.forEach((p, i) => {
-      const g = local.get(p.name);
-      if (!g) return;
-      buf.set(g.dataSync() as Float32Array, p.flatOffset);
-      buf[total + i] = 1;
-    });
+    const buf = new Float32Array(total);
+    const missing = plan.params.filter((p) => !local.has(p.name)).map((p) => p.name);
+    if (missing.length) {
+      tf.dispose([...local.values()]);
+      throw new Error(`DataParallel.reduce: no gradient for ${missing.length} trainable parameter(s) (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', ...' : ''})`);
+    }
+    for (const p of plan.params) buf.set(local.get(p.name)!.dataSync() as Float32Array, p.flatOffset);
     tf.dispose([...local.values()]);
     if (this.zeroStage === 0) {
       await this.comm.allReduce(buf, { tag: 'grads', average: true });
-      const present = new Set(plan.params.filter((_, i) => buf[total + i] > 0).map((p) => p.name));
       let sq = 0;
       for (let i = 0; i < total; i++) sq += buf[i] * buf[i];
       const grads = new Map<string, tf.Tensor>();
-      for (const p of plan.params) if (present.has(p.name)) grads.set(p.name, tf.tensor(buf.subarray(p.flatOffset, p.flatOffset + p.size), p.shape as number[]));
-      return { grads, flat: null, present, norm: Math.sqrt(sq) };
+      for (const p of plan.params) grads.set(p.name, tf.tensor(buf.subarray(p.flatOffset, p.flatOffset + p.size), p.shape as number[]));
+      return { grads, flat: null, norm: Math.sqrt(sq) };
     }
-    // ZeRO-1: the flags go through their own all-reduce; the gradient through reduce-scatter.
-    const flags = buf.slice(total);
-    await this.comm.allReduce(flags, { tag: 'grad-flags' });
-    const shard = await this.comm.reduceScatter(buf.subarray(0, total), { tag: 'grads', average: true });
+    const shard = await this.comm.reduceScatter(buf, { tag: 'grads', average: true });
     let sq = 0;
     for (let i = 0; i < shard.length; i++) sq += shard[i] * shard[i];
     const [totalSq] = await this.sum([sq]);
-    const present = new Set(plan.params.filter((_, i) => flags[i] > 0).map((p) => p.name));
-    return { grads: null, flat: tf.tensor1d(Float32Array.from(shard)), present, norm: Math.sqrt(totalSq) };
+    return { grads: null, flat: tf.tensor1d(Float32Array.from(shard)), norm: Math.sqrt(totalSq) };
   }
 
   /** One optimizer step on synced gradients (clipped to maxNorm), then the ZeRO-1 all-gather of parameters. */
@@ -107,7 +103,7 @@ export class DataParallel {
       return;
     }
     const flat = coef < 1 ? tf.tidy(() => tf.mul(g.flat!, coef) as tf.Tensor1D) : g.flat!;
-    this.optimizer.step(store, { flat, present: g.present }, lr);
+    this.optimizer.step(store, { flat }, lr);
     if (flat !== g.flat) flat.dispose();
     const plan = this.optimizer.plan;
     const all = new Float32Array(plan.total);

@@ -6,6 +6,7 @@
  * that, so its plugin only refuses the sections that belong to other datasets.
  */
 import type { PromptIds } from '../data/batch';
+import type { GenerationDefaults } from '../io/model_folder';
 import type { Janus4o } from '../model/janus';
 import type { PromptTokenizer } from '../tokenizer/text';
 import { UserError } from '../errors';
@@ -43,13 +44,8 @@ export interface RunOutcome {
   wallSeconds: number;
 }
 
-/** Recommended sampling settings of a trained model, written to its generation_config.json. */
-export interface GenerationDefaults {
-  cfg_weight: number;
-  cfg_weight2: number;
-  temperature: number;
-  edit_temperature: number;
-}
+/** Recommended sampling settings of a trained model, written to its generation_config.json (defined in io). */
+export type { GenerationDefaults };
 
 export interface DatasetPlugin {
   /** The config's data.kind. */

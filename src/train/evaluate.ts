@@ -10,7 +10,8 @@ import { PromptIds, Task, TokenSample, collate } from '../data/batch';
 import { makeRng } from '../data/rng';
 import { imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
-import { batchInput, perPositionCE } from './step';
+import { imageTokenScores } from '../model/loss';
+import { batchInput } from './step';
 
 /** Held-out samples scored per forward. */
 const HELDOUT_BATCH = 8;
@@ -79,9 +80,8 @@ async function heldoutPasses(
       const batch = collate(withIdx, tpl, n, { textMaskProb: drop, imageMaskProb: drop, lossAlignment: 'full' }, () => rng);
       const [ceV, predV] = tf.tidy(() => {
         const pixels = pix.length ? (tf.stack(pix) as tf.Tensor4D) : null;
-        const logits = model.forward(batchInput(model, batch, pixels), { imageLogitsAt: batch.lossPositions }).imageLogits!;
-        const t = tf.tensor1d(batch.lossTargets, 'int32');
-        return [perPositionCE(logits, t).dataSync(), tf.argMax(logits, 1).dataSync()];
+        const { ce, predicted } = imageTokenScores(model, batchInput(model, batch, pixels), batch.lossPositions, batch.lossTargets);
+        return [ce.dataSync(), predicted.dataSync()];
       });
       const t = tally[v];
       for (let k = 0; k < ceV.length; k++) {

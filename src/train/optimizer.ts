@@ -11,8 +11,10 @@
  * and owns everything, with every segment a whole parameter.
  *
  * State is per segment: exp_avg and exp_avg_sq (1-D, the segment's elements) and a step count. Like torch, a
- * parameter that gets no gradient in an update is skipped entirely (no decay, no moment update, no step), and
- * its moments are allocated on its first update.
+ * parameter missing from a gradient map (torch's `grad is None`) is skipped entirely (no decay, no moment
+ * update, no step), and its moments are allocated on its first update. A zero gradient is a gradient: the
+ * parameter is decayed and its moments and step advance. The trainer always passes one for every trainable
+ * parameter (zeros off the loss path, as the reference's DeepSpeed flat buffer does: janus-spec 8.6).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { shardRange } from '../distributed/layout';
@@ -27,11 +29,6 @@ export interface ParamShape {
 }
 
 export interface AdamWOptions {
-  /**
-   * 'sgd' turns the update into plain SGD (p -= lr * g, decoupled decay still applied, no moments): used to
-   * check data-parallel equivalence without Adam's amplification of summation-order noise.
-   */
-  algorithm?: 'adamw' | 'sgd';
   betas?: readonly [number, number];
   eps?: number;
   weightDecay?: number;
@@ -116,9 +113,10 @@ export interface VariableSource {
 
 /**
  * Gradients for an update: full-parameter gradients by name (the shapes of the parameters; missing names are
- * skipped like torch skips `grad is None`), or this rank's slice of the flat gradient vector ([start, end)).
+ * skipped like torch skips `grad is None`), or this rank's slice of the flat gradient vector ([start, end)),
+ * which covers every owned segment (zeros included, like DeepSpeed's flat buffer).
  */
-export type GradientSource = ReadonlyMap<string, tf.Tensor> | { flat: tf.Tensor; present?: ReadonlySet<string> };
+export type GradientSource = ReadonlyMap<string, tf.Tensor> | { flat: tf.Tensor };
 
 interface SegmentState {
   step: number;
@@ -132,7 +130,6 @@ export class AdamW {
   readonly eps: number;
   readonly weightDecay: number;
   readonly noDecay: readonly string[];
-  readonly algorithm: 'adamw' | 'sgd';
   private readonly state = new Map<string, SegmentState>();
 
   constructor(params: readonly ParamShape[], options: AdamWOptions = {}, shard: { rank: number; worldSize: number } = { rank: 0, worldSize: 1 }) {
@@ -146,7 +143,6 @@ export class AdamW {
     this.eps = eps;
     this.weightDecay = wd;
     this.noDecay = [...(options.noDecay ?? DEFAULT_NO_DECAY)];
-    this.algorithm = options.algorithm ?? 'adamw';
     this.plan = planShards(params, shard.rank, shard.worldSize);
     for (const s of this.plan.segments) this.state.set(s.name, { step: 0, m: null, v: null });
   }
@@ -177,9 +173,6 @@ export class AdamW {
       if (!variable) throw new Error(`AdamW: no variable for parameter "${seg.name}"`);
       if (variable.size !== seg.paramSize) throw new Error(`AdamW: "${seg.name}" has ${variable.size} elements, optimizer expects ${seg.paramSize}`);
       let grad: tf.Tensor | undefined;
-      // A flat shard carries zeros for parameters that got no gradient anywhere; `present` says which did, so
-      // they are skipped exactly as a missing map entry is.
-      if (flat && (grads as { present?: ReadonlySet<string> }).present?.has(seg.name) === false) continue;
       if (flat) grad = flat;
       else {
         grad = (grads as ReadonlyMap<string, tf.Tensor>).get(seg.name);
@@ -208,14 +201,6 @@ export class AdamW {
     const [b1, b2] = this.betas;
     const t = st.step + 1;
     const whole = seg.length === seg.paramSize;
-    if (this.algorithm === 'sgd') {
-      tf.tidy(() => {
-        const { pFlat, p, g } = this.views(seg, variable, grad, gradIsShard);
-        const wd = this.decays(seg.name) ? this.weightDecay : 0;
-        assignSegment(variable, pFlat, tf.sub(wd > 0 ? tf.mul(p, tf.scalar(1 - lr * wd)) : p, tf.mul(tf.scalar(lr), g)), seg, whole);
-      });
-      return;
-    }
     const [m, v] = tf.tidy(() => {
       const { pFlat, p, g } = this.views(seg, variable, grad, gradIsShard);
       const m0 = st.m ?? tf.zeros([seg.length]);

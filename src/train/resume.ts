@@ -3,7 +3,7 @@
  * key; a change that alters what is computed is refused unless the user names it (--allow-change).
  */
 import { UserError } from '../errors';
-import { canonicalJson, globMatch, show, TrainConfig, TrainConfigSchema } from './config';
+import { canonicalJson, dropRetiredKeys, globMatch, show, TrainConfig, TrainConfigSchema } from './config';
 
 
 export interface ConfigDifference {
@@ -39,8 +39,10 @@ export const RESUME_SAFE_KEYS: readonly string[] = ['checkpoint.*', 'backend', '
  */
 export function checkResumeConfig(saved: unknown, current: TrainConfig, allow: readonly string[], checkpointDir: string): ConfigDifference[] {
   // A key added to the schema after the checkpoint was written is absent from it; its default is what that run used.
-  const filled = TrainConfigSchema.safeParse(saved);
-  const diffs = diffConfigs(filled.success ? filled.data : saved, current);
+  // A key retired since is dropped when it holds the value that now always runs (any other value shows as a change).
+  const { raw } = dropRetiredKeys(saved);
+  const filled = TrainConfigSchema.safeParse(raw);
+  const diffs = diffConfigs(filled.success ? filled.data : raw, current);
   const ok = [...RESUME_SAFE_KEYS, ...allow];
   const blocking = diffs.filter((d) => !ok.some((p) => globMatch(d.key, p)));
   if (blocking.length) {

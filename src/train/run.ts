@@ -20,6 +20,7 @@ import { formatReport, readShareGPT4o } from '../data/sharegpt4o';
 import { INDEX_FILE, ShardDataset, prepareShards } from '../data/shards';
 import { splitHeldOut } from '../data/split';
 import { findLatestCheckpoint, loadCheckpoint, resolveCheckpoint } from '../io/checkpoint';
+import { checkpointGeneration } from '../io/model_folder';
 import { imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
 import { loadImage } from '../tokenizer/image';
@@ -110,7 +111,7 @@ async function runOnRank(ctx: RunContext, dataset: DatasetPlugin, o: RunOptions,
 
   const stop = { requested: false };
   const stopped = () => stop.requested || (o.shouldStop?.() ?? false);
-  const trainer = new Trainer(model, cfg, split.train, templates, { log, onStep: o.onStep, shouldStop: stopped, comm: comm ?? undefined }, sideFiles, dataset.generationDefaults?.(cfg) ?? null);
+  const trainer = new Trainer(model, cfg, split.train, templates, { log, onStep: o.onStep, shouldStop: stopped, comm: comm ?? undefined }, sideFiles, checkpointGeneration(dataset.generationDefaults?.(cfg), sideFiles));
   const resumeFrom = await resumePoint(cfg, o, log);
   if (resumeFrom) {
     const ck = await loadCheckpoint(resumeFrom);

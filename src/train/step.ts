@@ -1,16 +1,24 @@
 /**
- * The gradient of one micro-batch: forward the collated rows, cross-entropy on the target image tokens, and
- * gradients of the trainable parameters. The loss is divided by the loss-position count of the whole
- * accumulated batch, so summing micro-batch gradients gives the gradient of the batch mean however it is split.
+ * The gradient of one micro-batch: forward the collated rows, cross-entropy on the target image tokens
+ * (src/model/loss.ts), and gradients of the trainable parameters. The loss is divided by the loss-position count
+ * of the whole accumulated batch, so summing micro-batch gradients gives the gradient of the batch mean however
+ * it is split.
+ *
+ * Every trainable parameter gets a gradient, zeros where it is off this batch's loss path (SigLIP and the
+ * understanding aligner on rows without an input image; anything else `train.trainable` names that the image
+ * loss never reaches). That is what the reference's optimizer sees (janus-spec 8.6: DeepSpeed's flat gradient
+ * buffer holds zeros for them), so AdamW still weight-decays them and advances their moments and step counts.
+ * A parameter frozen by config is not in `trainable` and gets nothing.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { CollatedBatch, Task } from '../data/batch';
 import { Janus4o } from '../model/janus';
+import { imageTokenScoresOfHidden } from '../model/loss';
 import { SequenceInput } from '../model/sequence';
 import { StagedLoss, checkpointedGrads } from './checkpointing';
 
 export interface MicroStepResult {
-  /** Gradients by parameter name (owned by the caller). */
+  /** A gradient for every trainable parameter, in `trainable` order, zeros off the loss path (owned by the caller). */
   grads: Map<string, tf.Tensor>;
   /** Sum of per-position CE over this micro-batch's loss positions, split by task. */
   lossSum: Record<Task, number>;
@@ -29,17 +37,6 @@ export interface MicroStepOptions {
   sourcePixels: tf.Tensor4D | null;
   /** Recompute each decoder block in backward instead of keeping its activations. */
   activationCheckpointing?: boolean;
-  /**
-   * Loss weight of each image code as a target (token_weights.ts); absent = every target weighs 1 (the recipe).
-   * Only the gradient is weighted: lossSum stays the plain cross-entropy.
-   */
-  codeWeights?: Float32Array | null;
-}
-
-/** Per-position cross-entropy [P] of logits [P, V] against targets. */
-export function perPositionCE(logits: tf.Tensor2D, targets: tf.Tensor1D): tf.Tensor1D {
-  const logp = tf.logSoftmax(logits);
-  return tf.neg(tf.sum(tf.mul(logp, tf.oneHot(targets, logits.shape[1])), 1)) as tf.Tensor1D;
 }
 
 /**
@@ -57,29 +54,24 @@ export function batchInput(model: Janus4o, batch: CollatedBatch, sourcePixels: t
   };
 }
 
-/** The batch as a staged loss: embeddings, decoder inputs, and the head's scaled CE (recording metrics). */
+/** The batch as a staged loss: embeddings, decoder inputs, and the head's summed CE over the denominator (recording metrics). */
 function stagedLoss(model: Janus4o, batch: CollatedBatch, opts: MicroStepOptions, record: (ce: tf.Tensor1D, pred: tf.Tensor1D) => void): StagedLoss {
   const input = (): SequenceInput => batchInput(model, batch, opts.sourcePixels);
   // Host-side checks and positions, once (no tensors survive).
   const { positions, mask } = tf.tidy(() => model.embedInputs({ textIds: batch.textIds, attentionMask: batch.attentionMask, positionIds: batch.positionIds }).decoderInputs);
-  const n = batch.textIds.length * batch.textIds[0].length;
-  const targets = batch.lossTargets;
   return {
     embed: () => model.embedInputs(input()).embeds,
     positions,
     mask,
     head: (x) => {
-      const logits = model.heads(model.llm.finalNorm(x), n, { imageLogitsAt: batch.lossPositions }).imageLogits!;
-      const perPos = perPositionCE(logits, tf.tensor1d(targets, 'int32'));
-      record(perPos, tf.argMax(logits, 1) as tf.Tensor1D);
-      const w = opts.codeWeights;
-      const weighted = w ? tf.mul(perPos, tf.tensor1d(targets.map((c) => w[c]))) : perPos;
-      return tf.div(tf.sum(weighted), opts.denominator) as tf.Scalar;
+      const { ce, predicted } = imageTokenScoresOfHidden(model, model.llm.finalNorm(x), batch.lossPositions, batch.lossTargets);
+      record(ce, predicted);
+      return tf.div(tf.sum(ce), opts.denominator) as tf.Scalar;
     },
   };
 }
 
-/** Plain backprop through the whole forward (all activations kept). */
+/** Plain backprop through the whole forward (all activations kept). Names off the loss path get no entry. */
 function fullGrads(model: Janus4o, s: StagedLoss, trainable: readonly string[]): { grads: Map<string, tf.Tensor>; peakBytes: number } {
   const vars = trainable.map((n) => model.params.get(n));
   const present: string[] = [];
@@ -93,7 +85,7 @@ function fullGrads(model: Janus4o, s: StagedLoss, trainable: readonly string[]):
       peakBytes = tf.memory().numBytes;
       return loss;
     }, vars);
-    // A parameter off the loss path (e.g. SigLIP on a T2I-only batch) gets no gradient, like torch's None.
+    // tfjs returns nothing for a variable off the loss path (e.g. SigLIP on a T2I-only batch); microStep fills zeros.
     const kept: tf.Tensor[] = [];
     vars.forEach((v, i) => {
       const g = grads[v.name];
@@ -114,7 +106,10 @@ export function microStep(model: Janus4o, batch: CollatedBatch, opts: MicroStepO
     ce = tf.keep(c.clone());
     pred = tf.keep(p);
   });
-  const { grads, peakBytes } = opts.activationCheckpointing ? checkpointedGrads(model, s, opts.trainable) : fullGrads(model, s, opts.trainable);
+  const reached = opts.activationCheckpointing ? checkpointedGrads(model, s, opts.trainable) : fullGrads(model, s, opts.trainable);
+  // The reference's zero gradient for every trainable parameter the loss does not reach (see the file comment).
+  const grads = new Map(opts.trainable.map((name) => [name, reached.grads.get(name) ?? tf.zeros(model.params.get(name).shape)] as const));
+  const peakBytes = reached.peakBytes;
   const ceT = ce as unknown as tf.Tensor1D;
   const predT = pred as unknown as tf.Tensor1D;
   const ceV = ceT.dataSync();

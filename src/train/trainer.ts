@@ -22,7 +22,6 @@ import { TrainConfig, configHash, trainableFilter } from './config';
 import { AdamW, clipByGlobalNorm } from './optimizer';
 import { ScheduleState, WarmupCosineSchedule, referenceTotalSteps } from './schedule';
 import { MicroStepResult, microStep } from './step';
-import { codeCounts, tokenWeightPower, weightsFromCounts } from './token_weights';
 
 /** What the trainer reads: samples by index, and the pixels of edit sources (for the SigLIP E block). */
 export interface TrainingSet {
@@ -57,8 +56,6 @@ export class Trainer {
   readonly sampler: DistributedSampler;
   readonly trainable: string[];
   readonly imageTokens: number;
-  /** Training-target count per code, when train.token_weight_power > 0 (token_weights.ts). */
-  private readonly codeCounts: Float64Array | null;
   step = 0;
   private consecutiveSkips = 0;
   private readonly logFile: string;
@@ -80,20 +77,15 @@ export class Trainer {
     this.trainable = model.params.list().map((s) => s.name).filter(isTrainable);
     if (this.trainable.length === 0) throw new Error('train.trainable / train.frozen leave no parameter to train');
     this.imageTokens = imageTokenCount(model.config);
-    this.codeCounts = t.token_weight_power > 0 ? codeCounts(data, model.config.vq.codebookSize) : null;
     const rank = hooks.comm?.rank ?? 0;
     const world = hooks.comm?.worldSize ?? 1;
     this.sampler = new DistributedSampler({ size: data.size, rank, worldSize: world, seed: t.seed });
     const total = t.max_steps ?? referenceTotalSteps({ datasetSize: data.size, microBatch: t.micro_batch, epochs: t.epochs, gradAccum: t.grad_accum, worldSize: world });
     if (total < 1) throw new Error(`the dataset (${data.size} records) is too small for one optimizer step of ${t.micro_batch * t.grad_accum} samples`);
     this.schedule = new WarmupCosineSchedule(t.lr, { totalSteps: total, warmupRatio: t.warmup_ratio, minLrRatio: t.min_lr_ratio });
-    if (this.codeCounts) {
-      const until = t.token_weight_anneal === undefined ? 'all run' : `falling to 0 by step ${Math.ceil(t.token_weight_anneal * total)}`;
-      this.log(`image-token loss weights: count^-${t.token_weight_power} over the training targets' codes, ${until}`);
-    }
     this.optimizer = new AdamW(
       this.trainable.map((name) => ({ name, shape: model.params.spec(name).shape })),
-      { algorithm: t.optimizer, betas: t.betas, eps: t.eps, weightDecay: t.weight_decay, noDecay: t.no_decay },
+      { betas: t.betas, eps: t.eps, weightDecay: t.weight_decay, noDecay: t.no_decay },
       config.distributed.zero_stage === 1 ? { rank, worldSize: world } : { rank: 0, worldSize: 1 },
     );
     this.dp = world > 1 ? new DataParallel(hooks.comm!, this.optimizer, config.distributed.zero_stage as 0 | 1) : null;
@@ -102,13 +94,6 @@ export class Trainer {
 
   get totalSteps(): number {
     return this.schedule.totalSteps;
-  }
-
-  /** Per-code loss weights at optimizer step `step` (0-based), or null for the uniform loss. */
-  codeWeights(step: number): Float32Array | null {
-    if (!this.codeCounts) return null;
-    const t = this.config.train;
-    return weightsFromCounts(this.codeCounts, tokenWeightPower(step, this.schedule.totalSteps, t.token_weight_power, t.token_weight_anneal));
   }
 
   private log(line: string): void {
@@ -128,7 +113,6 @@ export class Trainer {
     let correct = 0;
     let tokens = 0;
     const masks = { textMaskProb: t.text_mask_prob, imageMaskProb: t.image_mask_prob, lossAlignment: t.loss_alignment };
-    const codeWeights = this.codeWeights(this.step);
     for (let a = 0; a < t.grad_accum; a++) {
       const picks = this.sampler.take(t.micro_batch).map((p) => ({ ...p, sample: this.data.sample(p.index) }));
       // T2I and edit rows differ ~2.5x in length; one forward per task avoids padding short rows to long ones.
@@ -140,7 +124,7 @@ export class Trainer {
         const pixels = task === 'edit' ? await this.loadPixels(group.map((p) => p.index)) : null;
         let r: MicroStepResult;
         try {
-          r = microStep(this.model, batch, { denominator, trainable: this.trainable, sourcePixels: pixels, activationCheckpointing: t.activation_checkpointing, codeWeights });
+          r = microStep(this.model, batch, { denominator, trainable: this.trainable, sourcePixels: pixels, activationCheckpointing: t.activation_checkpointing });
         } finally {
           pixels?.dispose();
         }
