@@ -21,6 +21,18 @@ function formatShowcase(s: Showcase): string {
   return `ShapeEval T2I overall ${pct(s.summary.t2i.overall)}${s.summary.edit ? `, edit overall ${pct(s.summary.edit.overall)}` : ''} (${s.summary.seconds.toFixed(0)} s)`;
 }
 
+/**
+ * The command the user typed: a data-parallel worker was started by the launcher with `--nproc 1` appended, so the
+ * reproduce line puts the job's worker count back.
+ */
+function userCommand(): string {
+  const args = process.argv.slice(2);
+  const world = Number(process.env.WORLD_SIZE ?? '1');
+  const i = args.lastIndexOf('--nproc');
+  if (world > 1 && i >= 0 && args[i + 1] === '1') args.splice(i, 2, '--nproc', String(world));
+  return ['janus4o', ...args].join(' ');
+}
+
 /** The word tokenizer of ShapeWorld's vocabulary, written beside the data on first use. */
 function ensureTokenizer(root: string): string {
   const file = path.join(root, 'tokenizer.json');
@@ -64,7 +76,7 @@ class ShapeWorldReport {
       backend: tf.getBackend(),
       steps: run.steps,
       wallSeconds: run.wallSeconds,
-      command: ['janus4o', ...process.argv.slice(2)].join(' '),
+      command: userCommand(),
       checkpoint: run.checkpoint,
       heldoutBefore: run.heldoutBefore,
       heldoutAfter: run.heldoutAfter,
