@@ -20,7 +20,8 @@ export interface BackendChoice {
   gpu: boolean;
 }
 
-type Logger = (line: string) => void;
+/** Receives initBackend's one log line. */
+export type BackendLogger = (line: string) => void;
 
 let current: BackendChoice | null = null;
 
@@ -75,11 +76,18 @@ async function initCpu(): Promise<boolean> {
   return ok;
 }
 
+/** The default logger of initBackend: one line on stderr, so stdout stays free for a program's own output. */
+const logToStderr: BackendLogger = (line) => {
+  process.stderr.write(`${line}\n`);
+};
+
 /**
- * Selects and initialises a backend. Idempotent for the same request; switching between wasm and cpu in one
- * process is allowed (tests compare them).
+ * Selects and initialises a backend and logs one line saying which and why the faster ones were skipped
+ * (`backend: wasm (skipped: @tensorflow/tfjs-node-gpu - ...)`), on stderr by default; pass `() => undefined` to
+ * silence it. Idempotent for the same request; switching between wasm and cpu in one process is allowed
+ * (tests compare them).
  */
-export async function initBackend(request: BackendName = 'auto', log: Logger = () => undefined): Promise<BackendChoice> {
+export async function initBackend(request: BackendName = 'auto', log: BackendLogger = logToStderr): Promise<BackendChoice> {
   if (!BACKEND_NAMES.includes(request)) {
     throw new Error(`Unknown backend "${request}": expected one of ${BACKEND_NAMES.join(', ')}.`);
   }

@@ -149,7 +149,7 @@ describe('janus4o edit and eval', () => {
   test('eval: a ShapeEval report with every category, scenes of the training config excluded', async () => {
     const report = path.join(root, 'report.json');
     await fs.writeFile(path.join(ckpt, 'train_config.json'), JSON.stringify({ data: { kind: 'shapeworld', root: path.join(root, 'nowhere'), synth: { seed: 1, t2i: 50, edit: 50 } } }));
-    const r = await runEval({ ...genArgs({ n: 1 }), suite: 'shapeeval', cfg2: 5, 'per-category': 1, 'edits-per-category': 1, report, batch: 8 } as EvalArgs, quiet);
+    const r = await runEval({ ...genArgs({ n: 1 }), suite: 'shapeeval', out: undefined, cfg2: 5, 'per-category': 1, 'edits-per-category': 1, report, batch: 8 } as EvalArgs, quiet);
     expect(r.excluded_training_scenes).toBeGreaterThan(50);
     expect(Object.keys(r.t2i.summary.categories)).toHaveLength(6);
     expect(r.t2i.items).toHaveLength(6);
@@ -168,7 +168,7 @@ describe('janus4o edit and eval', () => {
     } finally {
       rt.dispose();
     }
-    await expect(runEval({ ...genArgs({ n: 1 }), suite: 'shapeeval', cfg2: 5, 'per-category': 1, 'edits-per-category': 1, report: path.join(root, 'r.json'), batch: 8, 'edit-temperature': -1 } as EvalArgs, quiet)).rejects.toThrow(/--edit-temperature must be a number >= 0/);
+    await expect(runEval({ ...genArgs({ n: 1 }), suite: 'shapeeval', out: undefined, cfg2: 5, 'per-category': 1, 'edits-per-category': 1, report: path.join(root, 'r.json'), batch: 8, 'edit-temperature': -1 } as EvalArgs, quiet)).rejects.toThrow(/--edit-temperature must be a number >= 0/);
   });
 
   test('eval --train-data given twice keeps both datasets\' scenes out (one prompt set for two models)', async () => {
@@ -254,7 +254,7 @@ describe("sampling settings from the model folder's generation_config.json", () 
   test('eval: the report records the folder\'s settings; --temperature given also sets the edits\' unless --edit-temperature is', async () => {
     const ev = async (over: Partial<EvalArgs>) => {
       const report = path.join(root, 'tuned-report.json');
-      await runEval({ ...genArgs({ checkpoint: tuned, n: 1, ...unset }), suite: 'shapeeval', 'per-category': 1, 'edits-per-category': 1, report, batch: 8, ...over } as EvalArgs, quiet);
+      await runEval({ ...genArgs({ checkpoint: tuned, n: 1, ...unset }), suite: 'shapeeval', out: undefined, 'per-category': 1, 'edits-per-category': 1, report, batch: 8, ...over } as EvalArgs, quiet);
       return JSON.parse(await fs.readFile(report, 'utf8')) as Record<string, unknown>;
     };
     expect(await ev({})).toMatchObject({ cfg: 2.5, cfg2: 1.5, temperature: 0.8, edit_temperature: 0.3 });

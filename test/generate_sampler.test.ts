@@ -125,8 +125,13 @@ describe('CFG rows and pairing (signature model, greedy)', () => {
 describe('tiny Janus4o', () => {
   // The tiny preset at 32 px (16 image tokens) and 2 layers: the same code paths at a quarter of the decode
   // steps, so cache-vs-recompute comparisons stay fast in CI (`npm run bench` measures the full preset).
-  const model = Janus4o.create(presetConfig('tiny', { imageSize: 32, llm: { numLayers: 2 } }), { seed: 11 });
-  const N = imageTokenCount(model.config);
+  // Built in beforeAll: at collection time the file's initBackend has not run, so no backend is registered yet.
+  const config = presetConfig('tiny', { imageSize: 32, llm: { numLayers: 2 } });
+  const N = imageTokenCount(config);
+  let model: Janus4o;
+  beforeAll(() => {
+    model = Janus4o.create(config, { seed: 11 });
+  });
   const jobs = PROMPTS.map((prompt) => ({ prompt, count: 2 }));
 
   test('KV-cached decode and full recompute give identical ids (T2I, left-padded prompt batch)', async () => {

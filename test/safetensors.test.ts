@@ -1,11 +1,15 @@
+import { spawnSync } from 'child_process';
 import fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { decodeInto, roundToBf16, roundToF16, toBf16Bits, toF16Bits } from '../src/io/dtypes';
 import { SafetensorsFile, TensorToWrite, writeSafetensors, writeShardedSafetensors } from '../src/io/safetensors';
+import { convertCheckpoint } from '../src/cli/convert';
+import { UserError } from '../src/errors';
 
 const FIX = path.join(__dirname, 'fixtures', 'tiny-janus');
 const HOSTILE = path.join(FIX, 'hostile');
+const ROOT = path.resolve(__dirname, '..');
 
 // Every temporary file of this suite lives under one folder, removed at the end.
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'janus4o-st-'));
@@ -188,5 +192,121 @@ describe('hostile safetensors', () => {
     expect(() => SafetensorsFile.open(write({ a: { dtype: 'F32', shape: [1], data_offsets: [8, 4] } }))).toThrow(/invalid data_offsets \[8,4\]/);
     expect(() => SafetensorsFile.open(write([1, 2]))).toThrow(/header is not a JSON object/);
     expect(() => SafetensorsFile.open(write({ __metadata__: { a: 1 } }))).toThrow(/__metadata__ value for "a" is not a string/);
+  });
+});
+
+describe('data_offsets must tile the data section exactly', () => {
+  const RULE = /data_offsets to tile the data section exactly: sorted by begin, the first begins at 0, each begins where the previous ends, and the last ends at the end of the file/;
+
+  /** A file with this header (spaces pad it to 8-byte alignment, as writers do) and `dataBytes` data bytes 0, 1, 2, .... */
+  function build(header: object, dataBytes: number, dir = tmpDir()): string {
+    let json = JSON.stringify(header);
+    json += ' '.repeat((8 - ((8 + json.length) % 8)) % 8);
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(json.length));
+    const data = Buffer.alloc(dataBytes);
+    for (let i = 0; i < dataBytes; i++) data[i] = i & 0xff;
+    const file = path.join(dir, 'model.safetensors');
+    fs.writeFileSync(file, Buffer.concat([len, Buffer.from(json), data]));
+    return file;
+  }
+  const f32 = (n: number, a: number) => ({ dtype: 'F32', shape: [n], data_offsets: [a, a + 4 * n] });
+
+  /** The UserError that opening `file` throws: one paragraph naming the file and quoting the format's rule. */
+  function refusal(file: string): UserError {
+    let err: unknown;
+    try {
+      SafetensorsFile.open(file).close();
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(UserError);
+    const e = err as UserError;
+    expect(e.message.startsWith(`safetensors ${file}: `)).toBe(true);
+    expect(e.message).not.toMatch(/\n/);
+    expect(e.message).toMatch(RULE);
+    return e;
+  }
+
+  const refused: [string, object, number, RegExp][] = [
+    ['a gap between two tensors', { a: f32(4, 0), b: f32(4, 20) }, 36, /bytes \[16, 20\) of the data section belong to no tensor: "a" \(data_offsets \[0, 16\]\) ends at 16 but the next tensor, "b" \(data_offsets \[20, 36\]\), begins at 20/],
+    ['a gap before the first tensor', { a: f32(4, 8) }, 24, /bytes \[0, 8\) of the data section belong to no tensor: the first tensor, "a" \(data_offsets \[8, 24\]\), begins at 8 instead of 0/],
+    ['trailing bytes after the last tensor', { a: f32(4, 0), b: f32(2, 16) }, 30, /the data section is 30 bytes but its last tensor, "b" \(data_offsets \[16, 24\]\), ends at 24: 6 trailing bytes belong to no tensor/],
+    ['trailing bytes and no tensors at all', { __metadata__: { format: 'pt' } }, 8, /the data section is 8 bytes but the header lists no tensors: 8 trailing bytes belong to no tensor/],
+    ['listed out of order and overlapping', { b: f32(4, 8), a: f32(4, 0) }, 24, /tensors "a" and "b" overlap: "b" \(data_offsets \[8, 24\]\) begins at 8, inside "a" \(data_offsets \[0, 16\]\)/],
+    ['two tensors on the same bytes', { a: f32(4, 0), b: f32(4, 0) }, 16, /tensors "a" and "b" overlap/],
+    ['a zero-size tensor inside another', { a: f32(4, 0), z: { dtype: 'F32', shape: [0], data_offsets: [8, 8] } }, 16, /tensors "a" and "z" overlap: "z" \(data_offsets \[8, 8\]\) begins at 8, inside "a"/],
+  ];
+  test.each(refused)('%s is refused with one paragraph naming the file', (_what, header, dataBytes, message) => {
+    expect(refusal(build(header, dataBytes)).message).toMatch(message);
+  });
+
+  test('the hostile overlap fixture is refused under the same rule', () => {
+    expect(refusal(path.join(HOSTILE, 'overlap.safetensors')).message).toMatch(/tensors "a" and "b" overlap/);
+  });
+
+  test('exact tilings open: any header order, zero-size tensors at a boundary, and an empty file', () => {
+    const file = build({ b: f32(2, 16), z0: { dtype: 'F32', shape: [0, 3], data_offsets: [0, 0] }, a: f32(4, 0), z: { dtype: 'F32', shape: [0], data_offsets: [16, 16] }, end: { dtype: 'BF16', shape: [0], data_offsets: [24, 24] } }, 24);
+    const f = SafetensorsFile.open(file);
+    try {
+      expect(f.names().sort()).toEqual(['a', 'b', 'end', 'z', 'z0']);
+      const raw = new Float32Array(Uint8Array.from({ length: 24 }, (_, i) => i).buffer);
+      expect(bits(f.read('a'))).toEqual(bits(raw.subarray(0, 4)));
+      expect(bits(f.read('b'))).toEqual(bits(raw.subarray(4, 6)));
+      expect(f.read('z')).toHaveLength(0);
+    } finally {
+      f.close();
+    }
+    SafetensorsFile.open(build({}, 0)).close();
+    SafetensorsFile.open(build({ __metadata__: { format: 'pt' } }, 0)).close();
+  });
+
+  test('our writer\'s files and every non-hostile fixture still open', () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'w.safetensors');
+    for (const dtype of ['F32', 'BF16', 'F16'] as const) {
+      writeSafetensors(file, [tensor('e0', [0], []), tensor('x', [3], [1, 2, 3]), tensor('e1', [2, 0], []), tensor('s', [], [4]), tensor('e2', [0], [])], { dtype });
+      const f = SafetensorsFile.open(file);
+      expect(Array.from(f.read('x'))).toEqual([1, 2, 3]);
+      expect(Array.from(f.read('s'))).toEqual([4]);
+      f.close();
+    }
+    writeSafetensors(file, []);
+    SafetensorsFile.open(file).close();
+    const found: string[] = [];
+    const walk = (d: string): void => {
+      for (const ent of fs.readdirSync(d, { withFileTypes: true })) {
+        const p = path.join(d, ent.name);
+        if (ent.isDirectory() && ent.name !== 'hostile') walk(p);
+        else if (ent.isFile() && ent.name.endsWith('.safetensors')) found.push(p);
+      }
+    };
+    walk(path.join(__dirname, 'fixtures'));
+    expect(found.length).toBeGreaterThan(3);
+    for (const p of found) SafetensorsFile.open(p).close();
+  });
+
+  test('convert refuses a file with a gap or trailing bytes and writes nothing', () => {
+    for (const [header, dataBytes, message] of [
+      [{ a: f32(4, 0), b: f32(4, 20) }, 36, /bytes \[16, 20\) of the data section belong to no tensor/],
+      [{ a: f32(4, 0) }, 20, /4 trailing bytes belong to no tensor/],
+    ] as [object, number, RegExp][]) {
+      const input = build(header, dataBytes);
+      const out = path.join(tmpDir(), 'out');
+      expect(() => convertCheckpoint(path.dirname(input), out)).toThrow(UserError);
+      expect(() => convertCheckpoint(input, out)).toThrow(message);
+      expect(fs.existsSync(out)).toBe(false);
+    }
+  });
+
+  test('`janus4o convert` on such a file exits 2 with the one-paragraph message and no debug hint', () => {
+    const input = build({ a: f32(4, 0), b: f32(4, 20) }, 36);
+    const out = path.join(tmpDir(), 'out');
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist', 'cli', 'main.js'), 'convert', path.dirname(input), out], { cwd: ROOT, encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr.startsWith(`janus4o: error: safetensors ${input}: bytes [16, 20) of the data section belong to no tensor`)).toBe(true);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).not.toMatch(/JANUS4O_DEBUG/);
+    expect(fs.existsSync(out)).toBe(false);
   });
 });

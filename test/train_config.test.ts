@@ -141,12 +141,12 @@ describe('config errors name the key path and the file, in one paragraph', () =>
   });
 
   test('negative lr and other ranges', () => {
-    const file = writeYaml('neg.yaml', `${MINIMAL}train:\n  lr: -1.0e-3\n  text_mask_prob: 1.5\ndistributed:\n  zero_stage: 2\nbackend: gpu\n`);
+    const file = writeYaml('neg.yaml', `${MINIMAL}train:\n  lr: -1.0e-3\n  text_mask_prob: 1.5\ndistributed:\n  zero_stage: 3\nbackend: gpu\n`);
     const msg = errorOf(() => loadTrainConfig(file));
     expect(msg).toContain(`Invalid training config ${file}`);
     expect(msg).toContain('train.lr: must be a positive number, got -0.001');
     expect(msg).toContain('train.text_mask_prob: must be between 0 and 1, got 1.5');
-    expect(msg).toContain('distributed.zero_stage: must be 0 or 1, got 2');
+    expect(msg).toContain('distributed.zero_stage: must be 0, 1 or 2, got 3');
     expect(msg).toContain('backend: expected one of auto, tensorflow, wasm, cpu, got "gpu"');
   });
 

@@ -32,7 +32,11 @@ export function formatReport(r: BenchReport): string {
   add('prepare', `${f(r.prepare.imagesPerSecond)} images/s (${r.prepare.images} images @${r.prepare.imageSize}px)`);
   if (isSkipped(r.allreduce)) add('all-reduce', `skipped: ${r.allreduce.skipped}`);
   else {
-    for (const row of r.allreduce.rows) add(`all-reduce N=${row.worldSize}`, `${f(row.bytes / 2 ** 20, 0)} MiB: bus ${f(row.busGBps, 2)} GB/s, raw TCP ring ${f(row.rawRingGBps, 2)} GB/s (${f(100 * row.ratioToRawRing, 0)}%)`);
+    for (const row of r.allreduce.rows) {
+      const raw = row.rawRingGBps !== undefined ? `, raw TCP ring ${f(row.rawRingGBps, 2)} GB/s` : '';
+      const vs = row.speedupVsTcp !== null ? `, ${f(row.speedupVsTcp, 2)}x the TCP ring` : '';
+      add(`all-reduce N=${row.worldSize} ${row.kind} ${row.exchange}`, `${f(row.bytes / 2 ** 20, 0)} MiB: ${f(row.allReduceMs, 1)} ms, bus ${f(row.busGBps, 2)} GB/s (memcpy ${f(row.memcpyGBps, 2)} GB/s)${raw}${vs}`);
+    }
   }
   for (const [k, w] of Object.entries(r.cpuFallback)) add(`cpu fallback: ${k}`, w.cpuFallback.length ? `FALLBACK ${w.cpuFallback.join(', ')}` : `none (${w.kernels} kernels)`);
   add('peak RSS', `${f(r.peakRssMiB, 0)} MiB; bench took ${f(r.seconds, 0)} s`);

@@ -19,7 +19,7 @@ export const benchCommand: CommandModule<object, BenchArgs> = {
       .option('pretty', { type: 'boolean', default: false, describe: 'print a table instead of JSON' })
       .option('compare-torch', { type: 'boolean', default: false, describe: 'also run ../shared/bench/torch_ref_bench.py (PyTorch eager, 1 and 2 threads)' })
       .option('quick', { type: 'boolean', default: false, describe: 'shrink every section (a schema check; figures are not comparable)' })
-      .option('allreduce', { type: 'boolean', default: true, describe: 'run the loopback ring all-reduce bench (N = 2, 4; --no-allreduce skips it)' })
+      .option('allreduce', { type: 'boolean', default: true, describe: 'run the all-reduce bench: TCP ring, shared memory and hierarchical, N = 2, 4, 8, 16-256 MiB, next to memcpy (--no-allreduce skips it)' })
       .option('wasm-threads', { type: 'number', default: 1, describe: 'XNNPACK threads (2+ uses the threaded wasm build through a shim; see docs/performance.md)' }),
   handler: async (a) => {
     const report = await runBench({

@@ -1,27 +1,39 @@
 /**
- * One rank of the all-reduce benchmark (started by bench.ts through the launcher). For each size it
- * measures, in the same processes and back to back:
- *   - raw TCP, one stream: rank 0 streams the bytes to rank 1, others idle;
- *   - raw TCP, ring: every rank streams the bytes to rank+1 at once (what the ring's links do);
- *   - ring all-reduce of a Float32Array of that many bytes.
- * Each figure is the median over repetitions of the slowest rank's time. Rank 0 prints one JSON line.
+ * One rank of the all-reduce benchmark (started by bench.ts through the launcher, once per world size and
+ * transport). For each size it measures, in the same processes and back to back:
+ *   - memcpy: Float32Array.set of a buffer of that size, on rank 0 alone (the others wait) and on every rank at
+ *     once (what N ranks copying through shared memory compete for);
+ *   - with JANUS4O_BENCH_RAW=1, raw TCP: one stream (rank 0 to rank 1, others idle) and the ring (every rank
+ *     streams to rank+1 at once, what the ring's links do);
+ *   - all-reduce of a Float32Array of that many bytes through the job's communicator, once per exchange dtype of
+ *     JANUS4O_BENCH_EXCHANGES.
+ * Each figure is the median over repetitions of the slowest rank's time. Rank 0 prints one JSON line per size and
+ * exchange dtype.
  */
 import * as net from 'net';
 import { Communicator } from './collectives';
 import { initDistributed } from './init';
 import { boundAddress, closeServer, listen } from './net_util';
+import { ExchangeDtype, parseExchangeDtype } from './wire';
 
 export const BENCH_LINE_PREFIX = 'ALLREDUCE_BENCH ';
 
 export interface BenchPoint {
   worldSize: number;
   bytes: number;
+  /** comm.transport of the run. */
+  transport: string;
+  exchange: ExchangeDtype;
   repetitions: number;
   allReduceMs: number;
   /** bytes * 2(N-1)/N / time */
   busGBps: number;
-  rawStreamGBps: number;
-  rawRingGBps: number;
+  /** bytes / time of one Float32Array.set on rank 0 alone, and per rank with every rank copying at once. */
+  memcpyGBps: number;
+  memcpyConcurrentGBps: number;
+  /** Raw loopback TCP (runs with JANUS4O_BENCH_RAW=1 only). */
+  rawStreamGBps?: number;
+  rawRingGBps?: number;
 }
 
 function median(xs: number[]): number {
@@ -106,40 +118,69 @@ async function timeRaw(comm: Communicator, links: RawLinks, payload: Buffer, rin
   return slowest(comm, ring || comm.rank === 1 ? ms : 0);
 }
 
+async function timeMemcpy(comm: Communicator, src: Float32Array, dst: Float32Array, everyone: boolean): Promise<number> {
+  await comm.barrier();
+  if (!everyone && comm.rank !== 0) return slowest(comm, 0);
+  const t0 = process.hrtime.bigint();
+  dst.set(src);
+  return slowest(comm, Number(process.hrtime.bigint() - t0) / 1e6);
+}
+
 async function main(): Promise<void> {
   const sizes = (process.env.JANUS4O_BENCH_SIZES ?? String(1 << 20)).split(',').map(Number);
+  const exchanges = (process.env.JANUS4O_BENCH_EXCHANGES ?? 'fp32').split(',').map(parseExchangeDtype);
+  const raw = process.env.JANUS4O_BENCH_RAW === '1';
   const { comm } = await initDistributed({ log: () => undefined });
   const n = comm.worldSize;
-  const links = await rawLinks(comm);
+  const links = raw ? await rawLinks(comm) : null;
   try {
     for (const bytes of sizes) {
       const reps = Math.max(3, Math.min(10, Math.floor((256 << 20) / bytes)));
-      const payload = Buffer.alloc(bytes, comm.rank);
-      const stream: number[] = [];
-      const ringRaw: number[] = [];
-      const reduce: number[] = [];
       const buf = new Float32Array(bytes / 4);
-      await comm.allReduce(buf);
+      const copy = new Float32Array(bytes / 4);
+      const memcpy: number[] = [];
+      const memcpyAll: number[] = [];
       for (let i = 0; i < reps; i++) {
-        stream.push(await timeRaw(comm, links, payload, false));
-        ringRaw.push(await timeRaw(comm, links, payload, true));
         buf.fill(comm.rank + i);
-        await comm.barrier();
-        const t0 = process.hrtime.bigint();
-        await comm.allReduce(buf);
-        reduce.push(await slowest(comm, Number(process.hrtime.bigint() - t0) / 1e6));
+        memcpy.push(await timeMemcpy(comm, buf, copy, false));
+        memcpyAll.push(await timeMemcpy(comm, buf, copy, true));
       }
-      const ms = median(reduce);
-      const point: BenchPoint = {
-        worldSize: n, bytes, repetitions: reps, allReduceMs: ms,
-        busGBps: (bytes * 2 * (n - 1)) / n / (ms * 1e6),
-        rawStreamGBps: bytes / (median(stream) * 1e6),
-        rawRingGBps: bytes / (median(ringRaw) * 1e6),
-      };
-      if (comm.rank === 0) process.stdout.write(`${BENCH_LINE_PREFIX}${JSON.stringify(point)}\n`);
+      let rawStreamGBps: number | undefined;
+      let rawRingGBps: number | undefined;
+      if (links) {
+        const payload = Buffer.alloc(bytes, comm.rank);
+        const stream: number[] = [];
+        const ringRaw: number[] = [];
+        for (let i = 0; i < reps; i++) {
+          stream.push(await timeRaw(comm, links, payload, false));
+          ringRaw.push(await timeRaw(comm, links, payload, true));
+        }
+        rawStreamGBps = bytes / (median(stream) * 1e6);
+        rawRingGBps = bytes / (median(ringRaw) * 1e6);
+      }
+      for (const exchange of exchanges) {
+        await comm.allReduce(buf, { exchange });
+        const reduce: number[] = [];
+        for (let i = 0; i < reps; i++) {
+          buf.fill(comm.rank + i);
+          await comm.barrier();
+          const t0 = process.hrtime.bigint();
+          await comm.allReduce(buf, { exchange });
+          reduce.push(await slowest(comm, Number(process.hrtime.bigint() - t0) / 1e6));
+        }
+        const ms = median(reduce);
+        const point: BenchPoint = {
+          worldSize: n, bytes, transport: comm.transport, exchange, repetitions: reps, allReduceMs: ms,
+          busGBps: (bytes * 2 * (n - 1)) / n / (ms * 1e6),
+          memcpyGBps: bytes / (median(memcpy) * 1e6),
+          memcpyConcurrentGBps: bytes / (median(memcpyAll) * 1e6),
+          ...(links ? { rawStreamGBps, rawRingGBps } : {}),
+        };
+        if (comm.rank === 0) process.stdout.write(`${BENCH_LINE_PREFIX}${JSON.stringify(point)}\n`);
+      }
     }
   } finally {
-    links.close();
+    links?.close();
     await comm.close();
   }
 }

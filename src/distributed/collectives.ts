@@ -20,6 +20,7 @@ import { DistributedError, Logger } from './errors';
 import { FramedSocket, FrameHeader, FrameKind, PayloadSink, collectSink, fingerprint32 } from './framing';
 import { bucketCount, mod, pieceRange, Range, shardRange } from './layout';
 import { addSink, copySink } from './sinks';
+import type { ExchangeDtype } from './wire';
 
 export interface CollectiveOptions {
   /** Mixed into the frame fingerprint, e.g. a hash of parameter names, so layouts are cross-checked. */
@@ -28,6 +29,11 @@ export interface CollectiveOptions {
 export interface ReduceOptions extends CollectiveOptions {
   /** Divide the sum by the world size (done once, by the shard owner). */
   average?: boolean;
+  /**
+   * What values travel as between ranks (wire.ts); sums accumulate in float32 either way. Default float32. The
+   * shared-memory transport honours it; the TCP ring carries float32 regardless.
+   */
+  exchange?: ExchangeDtype;
 }
 export interface BroadcastOptions extends CollectiveOptions {
   root?: number;
@@ -36,6 +42,8 @@ export interface BroadcastOptions extends CollectiveOptions {
 export interface Communicator {
   readonly rank: number;
   readonly worldSize: number;
+  /** How data moves, for logs and reports: 'single process', 'TCP ring', 'shared memory (...)', 'hierarchical (...)'. */
+  readonly transport: string;
   /** In place; every rank ends with identical bytes. Resolves with `buf`. */
   allReduce(buf: Float32Array, options?: ReduceOptions): Promise<Float32Array>;
   /** Reduces into this rank's shard (layout.shardRange) and resolves with a view of it; the rest of `buf` is scratch. */
@@ -93,6 +101,9 @@ interface ActiveOp {
   expected: number;
   received: number;
   pendingWrites: number;
+  /** Pieces this rank has sent in this op, and will send in all. */
+  sent: number;
+  toSend: number;
   timer: NodeJS.Timeout;
   resolve: () => void;
   reject: (err: DistributedError) => void;
@@ -101,6 +112,7 @@ interface ActiveOp {
 export class RingCommunicator implements Communicator {
   readonly rank: number;
   readonly worldSize: number;
+  readonly transport: string;
   private readonly links: RingLinks | null;
   private readonly chunkElements: number;
   private readonly opTimeoutMs: number;
@@ -109,6 +121,8 @@ export class RingCommunicator implements Communicator {
   private queue: Promise<unknown> = Promise.resolve();
   private active: ActiveOp | null = null;
   private failure: DistributedError | null = null;
+  /** The next rank hung up after this rank's part of the running op was out (see onLinkFailure). */
+  private nextLost: DistributedError | null = null;
   private closed = false;
   private staging = new Float32Array(0);
   private readonly onClose: (() => Promise<void>) | undefined;
@@ -121,6 +135,7 @@ export class RingCommunicator implements Communicator {
     this.opTimeoutMs = options.opTimeoutMs ?? DEFAULT_OP_TIMEOUT_MS;
     this.log = options.log ?? (() => undefined);
     this.onClose = options.onClose;
+    this.transport = this.worldSize === 1 ? 'single process' : 'TCP ring';
     if (!Number.isInteger(this.chunkElements) || this.chunkElements < 1) throw new RangeError('chunkElements must be a positive integer');
     if ((this.worldSize > 1) !== (this.links !== null)) throw new RangeError('ring links are required exactly when worldSize > 1');
     if (this.links) {
@@ -201,10 +216,25 @@ export class RingCommunicator implements Communicator {
     await Promise.all(closing);
   }
 
+  /** Why this communicator can no longer be used (a lost link, an abort, close()), or null. */
+  get failed(): DistributedError | null {
+    return this.failure ?? this.nextLost;
+  }
+
+  /**
+   * Fails this communicator because something outside it failed (another transport of the same job): a running
+   * collective rejects with `err`, and an abort naming this rank goes around the ring so the others stop too.
+   */
+  abort(err: DistributedError): void {
+    if (this.failure || this.closed || this.worldSize === 1) return;
+    this.fail(err, true);
+  }
+
   private enqueue<T>(spec: OpSpec, result: () => T): Promise<T> {
     const run = async (): Promise<T> => {
       checkBuffer(spec.buf, spec.name);
       if (this.failure) throw this.failure;
+      if (this.nextLost) throw this.nextLost;
       const seq = this.seq++;
       if (this.worldSize > 1) await this.run(spec, seq);
       return result();
@@ -222,9 +252,10 @@ export class RingCommunicator implements Communicator {
     const buckets = isBroadcast ? Math.max(1, Math.ceil(length / this.chunkElements)) : bucketCount(length, n, this.chunkElements);
     const fingerprint = fingerprint32(`${spec.name}|${length}|${this.chunkElements}|${spec.average ? 1 : 0}|${spec.root}|${spec.tag}`);
     const expected = isBroadcast ? (this.rank === spec.root ? 0 : buckets) : spec.steps * buckets;
+    const toSend = isBroadcast ? (this.rank === spec.root || mod(this.rank + 1, n) !== spec.root ? buckets : 0) : spec.steps * buckets;
     if (this.staging.length < this.chunkElements && spec.reduceSteps > 0) this.staging = new Float32Array(this.chunkElements);
     return new Promise<void>((resolve, reject) => {
-      const op: ActiveOp = { spec, seq, fingerprint, buckets, expected, received: 0, pendingWrites: 0, resolve, reject, timer: setTimeout(() => this.onTimeout(op), this.opTimeoutMs) };
+      const op: ActiveOp = { spec, seq, fingerprint, buckets, expected, received: 0, pendingWrites: 0, sent: 0, toSend, resolve, reject, timer: setTimeout(() => this.onTimeout(op), this.opTimeoutMs) };
       this.active = op;
       if (!isBroadcast || this.rank === spec.root) {
         for (let k = 0; k < buckets; k++) this.sendPiece(op, 0, k);
@@ -254,6 +285,7 @@ export class RingCommunicator implements Communicator {
     const p = this.pieceOf(op, this.sentShard(spec, step), bucket);
     const bytes = new Uint8Array(spec.buf.buffer, spec.buf.byteOffset + p.start * 4, (p.end - p.start) * 4);
     op.pendingWrites++;
+    op.sent++;
     const header = { kind: spec.kind, step, seq: op.seq, index: bucket, totalElements: spec.buf.length, fingerprint: op.fingerprint };
     next.send(header, bytes, (err) => {
       op.pendingWrites--;
@@ -367,6 +399,14 @@ export class RingCommunicator implements Communicator {
     const { prev } = this.links as RingLinks;
     if (prev.failed) {
       this.fail(err, true);
+      return;
+    }
+    if (link === 'next' && op.sent >= op.toSend) {
+      // Everything this op sends was out when the next rank hung up: most likely it completed the op and left
+      // (a loaded machine may still be working through what prev sent). The op completes from what prev delivers,
+      // or fails with prev; later collectives fail at once.
+      if (this.nextLost === null) this.nextLost = err;
+      this.maybeFinish(op);
       return;
     }
     // The next rank hung up, most likely because it detected an error; its abort message travels the

@@ -6,6 +6,7 @@
  * variables, which describe srun's tasks, not torchrun's workers.
  */
 import { DistributedError } from './errors';
+import { ExchangeDtype, parseExchangeDtype } from './wire';
 
 export type DistSource = 'torchrun' | 'slurm' | 'single';
 
@@ -24,6 +25,16 @@ export interface DistEnv {
   bindAddr: string | undefined;
   rendezvousTimeoutMs: number | undefined;
   opTimeoutMs: number | undefined;
+  /** Whether LOCAL_RANK / SLURM_LOCALID was given: only then are ranks known to share a node (topology.ts). */
+  localRankKnown: boolean;
+  /** JANUS4O_TRANSPORT: 'auto' (shared memory inside a node where it works; default) or 'tcp' (the ring only). */
+  transport: 'auto' | 'tcp';
+  /** JANUS4O_SHM_DIR (default /dev/shm), JANUS4O_SHM_SEGMENT_MB (per rank), JANUS4O_SHM_GROUP_SIZE (ranks per group). */
+  shmDir: string | undefined;
+  shmSegmentBytes: number | undefined;
+  shmGroupSize: number | undefined;
+  /** JANUS4O_GRAD_EXCHANGE: the dtype gradients travel as (fp32, bf16, fp16); accumulation stays float32. */
+  gradExchange: ExchangeDtype;
 }
 
 export type EnvVars = Record<string, string | undefined>;
@@ -39,6 +50,11 @@ export function readDistEnv(env: EnvVars = process.env): DistEnv {
     bindAddr: nonEmpty(env.JANUS4O_BIND_ADDR),
     rendezvousTimeoutMs: optInt(env, 'JANUS4O_RDZV_TIMEOUT_MS', 1),
     opTimeoutMs: optInt(env, 'JANUS4O_OP_TIMEOUT_MS', 1),
+    transport: transportOf(env),
+    shmDir: nonEmpty(env.JANUS4O_SHM_DIR),
+    shmSegmentBytes: mib(optInt(env, 'JANUS4O_SHM_SEGMENT_MB', 1)),
+    shmGroupSize: optInt(env, 'JANUS4O_SHM_GROUP_SIZE', 1),
+    gradExchange: exchangeOf(env),
   };
   if (nonEmpty(env.RANK) !== undefined || nonEmpty(env.WORLD_SIZE) !== undefined) {
     const worldSize = reqInt(env, 'WORLD_SIZE', 1);
@@ -48,6 +64,7 @@ export function readDistEnv(env: EnvVars = process.env): DistEnv {
     return checked({
       source: 'torchrun', rank, worldSize,
       localRank: optInt(env, 'LOCAL_RANK', 0) ?? 0,
+      localRankKnown: nonEmpty(env.LOCAL_RANK) !== undefined,
       localWorldSize: optInt(env, 'LOCAL_WORLD_SIZE', 1),
       masterAddr: masterAddr ?? '127.0.0.1',
       masterPort: optInt(env, 'MASTER_PORT', 1) ?? DEFAULT_MASTER_PORT,
@@ -65,13 +82,40 @@ export function readDistEnv(env: EnvVars = process.env): DistEnv {
       rank: reqInt(env, 'SLURM_PROCID', 0),
       worldSize: reqInt(env, 'SLURM_NTASKS', 1),
       localRank: optInt(env, 'SLURM_LOCALID', 0) ?? 0,
+      localRankKnown: nonEmpty(env.SLURM_LOCALID) !== undefined,
       localWorldSize: optInt(env, 'SLURM_NTASKS_PER_NODE', 1) ?? firstTaskCount(nonEmpty(env.SLURM_TASKS_PER_NODE)),
       masterAddr,
       masterPort: optInt(env, 'MASTER_PORT', 1) ?? derivedPort,
       ...common,
     });
   }
-  return { source: 'single', rank: 0, worldSize: 1, localRank: 0, localWorldSize: 1, masterAddr: '127.0.0.1', masterPort: DEFAULT_MASTER_PORT, ...common };
+  return { source: 'single', rank: 0, worldSize: 1, localRank: 0, localRankKnown: true, localWorldSize: 1, masterAddr: '127.0.0.1', masterPort: DEFAULT_MASTER_PORT, ...common };
+}
+
+function transportOf(env: EnvVars): 'auto' | 'tcp' {
+  const v = nonEmpty(env.JANUS4O_TRANSPORT)?.toLowerCase();
+  if (v === undefined || v === 'auto' || v === 'shm') return 'auto';
+  if (v === 'tcp') return 'tcp';
+  throw new DistributedError('CONFIG', `JANUS4O_TRANSPORT=${env.JANUS4O_TRANSPORT} is not auto, shm or tcp`);
+}
+
+/** JANUS4O_GRAD_EXCHANGE alone (the dtype gradients travel as); float32 when unset. */
+export function gradExchangeFromEnv(env: EnvVars = process.env): ExchangeDtype {
+  return exchangeOf(env);
+}
+
+function exchangeOf(env: EnvVars): ExchangeDtype {
+  const v = nonEmpty(env.JANUS4O_GRAD_EXCHANGE);
+  if (v === undefined) return 'float32';
+  try {
+    return parseExchangeDtype(v);
+  } catch (e) {
+    throw new DistributedError('CONFIG', `JANUS4O_GRAD_EXCHANGE=${v}: ${(e as Error).message}`);
+  }
+}
+
+function mib(v: number | undefined): number | undefined {
+  return v === undefined ? undefined : v * 2 ** 20;
 }
 
 function checked(e: DistEnv): DistEnv {

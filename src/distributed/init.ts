@@ -7,6 +7,7 @@ import { DistributedError, Logger, stderrLogger } from './errors';
 import { DistEnv, EnvVars, readDistEnv } from './env';
 import { rendezvous, RendezvousOptions } from './rendezvous';
 import { Communicator, RingCommunicator } from './collectives';
+import { nodeKey } from './topology';
 
 /** Set by the launcher; a worker exits when its launcher is gone, so a killed launcher leaves no orphans. */
 export const LAUNCHER_PID_VAR = 'JANUS4O_LAUNCHER_PID';
@@ -44,6 +45,9 @@ export async function initDistributed(options: InitOptions = {}): Promise<Distri
     rendezvousTimeoutMs: env.rendezvousTimeoutMs,
     opTimeoutMs: env.opTimeoutMs,
     configFingerprint: options.configFingerprint,
+    node: nodeKey(env.rank, env.localRankKnown ? env.localRank : undefined),
+    transport: env.transport,
+    shm: { dir: env.shmDir, segmentBytes: env.shmSegmentBytes, groupSize: env.shmGroupSize },
     log,
     ...options.overrides,
   });

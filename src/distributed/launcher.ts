@@ -9,6 +9,10 @@
  * When a worker fails, the others are sent SIGTERM, then SIGKILL after a grace period. The report names
  * the rank that caused it: a worker killed by an outside signal, else one that failed on its own, over
  * neighbours that exited only because their ring link to it broke (see SECONDARY_FAILURE).
+ *
+ * Once every worker is gone, the launcher removes any shared-memory segment file of the job still named in
+ * /dev/shm (shm.ts: workers unlink their segments right after setup, so only a worker killed during setup can
+ * leave one).
  */
 import { ChildProcess, spawn } from 'child_process';
 import * as crypto from 'crypto';
@@ -17,6 +21,7 @@ import { EnvVars } from './env';
 import { SECONDARY_FAILURE } from './errors';
 import { LAUNCHER_PID_VAR } from './init';
 import { boundAddress, closeServer, listen } from './net_util';
+import { DEFAULT_SHM_DIR, removeJobSegments } from './shm';
 
 export interface LaunchOptions {
   /** Node script every worker runs. */
@@ -220,6 +225,7 @@ export async function launch(o: LaunchOptions): Promise<LaunchResult> {
     await Promise.all(workers.map((w) => w.closed));
   } finally {
     clearTimeout(killTimer);
+    if (workers.every((w) => w.exit !== null)) removeJobSegments(base.JANUS4O_SHM_DIR?.trim() || DEFAULT_SHM_DIR, secret);
     if (o.forwardSignals !== false) {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);

@@ -11,6 +11,11 @@
  *    it; a stranger that cannot authenticate is only dropped and logged.
  * 4. Each rank connects (authenticated) to rank+1's ring listener and accepts rank-1 on its own, then a
  *    barrier proves the ring works before anyone starts computing.
+ * 5. Ranks on one node (topology.ts) also get a ring of their own group and, with several groups, the group
+ *    leaders a ring of theirs (same listener, same handshake, the ring named in the hello); then each group sets
+ *    up its shared-memory segments (shm.ts). If every group succeeds, the job's communicator is a
+ *    ShmCommunicator; if any fails (no room in /dev/shm, no shared /dev/shm), every rank uses the TCP ring and
+ *    the rank that found the cause logs it once.
  */
 import * as net from 'net';
 import { DistributedError, Logger, stderrLogger } from './errors';
@@ -18,6 +23,10 @@ import { PRE_AUTH_MAX_PAYLOAD, clientHandshake, controlFrame, deriveKey } from '
 import { encodeError, FramedSocket, FrameKind } from './framing';
 import { Communicator, RingCommunicator } from './collectives';
 import { acceptAuthenticated, boundAddress, closeServer, connectWithRetry, listen } from './net_util';
+import { DEFAULT_SEGMENT_BYTES, DEFAULT_SHM_DIR, setupShmGroup, ShmOptions, ShmSegments } from './shm';
+import { ShmCommunicator } from './shm_collectives';
+import { describeTopology, planTopology, Topology } from './topology';
+import * as crypto from 'crypto';
 
 export interface RendezvousOptions {
   rank: number;
@@ -42,7 +51,21 @@ export interface RendezvousOptions {
   opTimeoutMs?: number;
   /** Elements per frame (bucket piece) in the collectives. */
   chunkElements?: number;
+  /**
+   * Where this rank runs (topology.nodeKey): ranks with equal keys may exchange data through shared memory.
+   * Undefined: a node of its own (TCP only).
+   */
+  node?: string;
+  /** 'auto' (default): shared memory inside a node where it works, TCP between nodes; 'tcp': the TCP ring only. */
+  transport?: 'auto' | 'tcp';
+  /** Shared-memory settings (shm.ts); groupSize cuts a node's ranks into groups of at most that many. */
+  shm?: Partial<ShmOptions> & { groupSize?: number; spinWait?: boolean };
   log?: Logger;
+}
+
+/** The transport settings every rank must agree on (rank 0 checks them at rendezvous). */
+function transportSetting(o: RendezvousOptions): string {
+  return o.transport === 'tcp' ? 'tcp' : `auto/group ${o.shm?.groupSize ?? 'node'}`;
 }
 
 export const DEFAULT_RENDEZVOUS_TIMEOUT_MS = 10 * 60 * 1000;
@@ -51,11 +74,19 @@ interface Member {
   conn: FramedSocket;
   host: string;
   port: number;
+  node: string;
 }
 
 interface PeerAddress {
   host: string;
   port: number;
+  node: string;
+}
+
+interface Roster {
+  peers: PeerAddress[];
+  /** Random per job run; part of the shared-memory segment names. */
+  nonce: string;
 }
 
 /** Joins the job and returns a communicator whose ring is proven by a barrier. */
@@ -69,7 +100,9 @@ export async function rendezvous(o: RendezvousOptions): Promise<Communicator> {
   const connectTimeout = o.connectTimeoutMs ?? 10_000;
   const authTimeout = o.authTimeoutMs ?? 10_000;
   const config = o.configFingerprint ?? '';
-  let roster: PeerAddress[];
+  const node = o.node ?? `solo-${o.rank}-${crypto.randomBytes(8).toString('hex')}`;
+  const transport = transportSetting(o);
+  let roster: Roster;
   let ringServer: net.Server;
   let closeRendezvous: (() => Promise<void>) | undefined;
   if (o.rank === 0) {
@@ -88,10 +121,10 @@ export async function rendezvous(o: RendezvousOptions): Promise<Communicator> {
         // unless bindAddr made it a wildcard.
         const ring = boundAddress(ringServer);
         const wildcard = ring.host === '0.0.0.0' || ring.host === '::';
-        roster = [{ host: wildcard ? o.masterAddr : ring.host, port: ring.port }];
+        roster = { peers: [{ host: wildcard ? o.masterAddr : ring.host, port: ring.port, node }], nonce: crypto.randomBytes(8).toString('hex') };
         for (let r = 1; r < o.worldSize; r++) {
           const m = members.get(r) as Member;
-          roster.push({ host: m.host, port: m.port });
+          roster.peers.push({ host: m.host, port: m.port, node: m.node });
         }
         const payload = Buffer.from(JSON.stringify(roster));
         await Promise.all([...members.values()].map((m) => {
@@ -119,7 +152,7 @@ export async function rendezvous(o: RendezvousOptions): Promise<Communicator> {
       ringServer = await listen(socket.localAddress ?? '127.0.0.1', 0);
       try {
         const me = boundAddress(ringServer);
-        await clientHandshake(conn, key, 'rendezvous', { rank: o.rank, worldSize: o.worldSize, config, host: me.host, port: me.port }, authTimeout);
+        await clientHandshake(conn, key, 'rendezvous', { rank: o.rank, worldSize: o.worldSize, config, host: me.host, port: me.port, node, transport }, authTimeout);
         conn.reader.maxPayloadBytes = 1 << 20;
         // Rank 0 reports a missing-rank timeout itself; the slack lets its message arrive before ours.
         const wait = Math.max(1000, deadline - Date.now()) + 2000;
@@ -180,8 +213,9 @@ function gather(
     const stop = acceptAuthenticated(server, key, 'rendezvous', authTimeout, log, (conn, hello) => {
       const who = conn.remote;
       if (done) return refuseLate(conn, hello, o.worldSize, log);
-      const h = hello as Partial<Record<'rank' | 'worldSize' | 'port', unknown>> & { config?: unknown; host?: unknown };
-      if (!isInt(h.rank) || !isInt(h.worldSize) || typeof h.config !== 'string' || typeof h.host !== 'string' || !isInt(h.port)) {
+      const h = hello as Partial<Record<'rank' | 'worldSize' | 'port', unknown>> & { config?: unknown; host?: unknown; node?: unknown; transport?: unknown };
+      if (!isInt(h.rank) || !isInt(h.worldSize) || typeof h.config !== 'string' || typeof h.host !== 'string' || !isInt(h.port)
+        || typeof h.node !== 'string' || h.node.length > 400 || typeof h.transport !== 'string') {
         conn.socket.destroy();
         log(`dropped authenticated rendezvous connection from ${who}: malformed hello`);
         return;
@@ -195,10 +229,13 @@ function gather(
       if (h.rank < 1 || h.rank >= o.worldSize || members.has(h.rank)) {
         return finish(new DistributedError('CONFIG', `${who} claims rank ${h.rank}, which is ${members.has(h.rank) ? 'already taken' : 'not a worker rank'} (world size ${o.worldSize})`), conn);
       }
-      members.set(h.rank, { conn, host: h.host, port: h.port });
+      members.set(h.rank, { conn, host: h.host, port: h.port, node: h.node });
       const mine = o.configFingerprint ?? '';
       if (h.config !== mine) {
         return finish(new DistributedError('MISMATCH', `rank ${h.rank} runs configuration "${h.config}" but rank 0 runs "${mine}"; every worker must use the same config`));
+      }
+      if (h.transport !== transportSetting(o)) {
+        return finish(new DistributedError('CONFIG', `rank ${h.rank} uses transport "${h.transport}" but rank 0 uses "${transportSetting(o)}"; JANUS4O_TRANSPORT and JANUS4O_SHM_GROUP_SIZE must be the same on every worker`));
       }
       log(`rank ${h.rank} joined from ${who} (${members.size + 1}/${o.worldSize})`);
       if (members.size === o.worldSize - 1) finish(null);
@@ -218,69 +255,147 @@ function isInt(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v);
 }
 
-function parseRoster(payload: Buffer, worldSize: number): PeerAddress[] {
-  const parsed: unknown = JSON.parse(payload.toString('utf8'));
-  if (!Array.isArray(parsed) || parsed.length !== worldSize) throw new DistributedError('PROTOCOL', 'malformed roster from rank 0');
-  return parsed.map((p: unknown) => {
-    const q = p as { host?: unknown; port?: unknown };
-    if (typeof q.host !== 'string' || !isInt(q.port)) throw new DistributedError('PROTOCOL', 'malformed roster entry from rank 0');
-    return { host: q.host, port: q.port };
+function parseRoster(payload: Buffer, worldSize: number): Roster {
+  const parsed = JSON.parse(payload.toString('utf8')) as { peers?: unknown; nonce?: unknown };
+  if (!Array.isArray(parsed.peers) || parsed.peers.length !== worldSize || typeof parsed.nonce !== 'string' || !/^[0-9a-f]{16}$/.test(parsed.nonce)) {
+    throw new DistributedError('PROTOCOL', 'malformed roster from rank 0');
+  }
+  const peers = parsed.peers.map((p: unknown) => {
+    const q = p as { host?: unknown; port?: unknown; node?: unknown };
+    if (typeof q.host !== 'string' || !isInt(q.port) || typeof q.node !== 'string') throw new DistributedError('PROTOCOL', 'malformed roster entry from rank 0');
+    return { host: q.host, port: q.port, node: q.node };
   });
+  return { peers, nonce: parsed.nonce };
+}
+
+interface RingSpec {
+  name: 'global' | 'local' | 'leaders';
+  /** Global ranks in ring order. */
+  members: number[];
+}
+
+/** The rings this rank is part of: always the global one; per topology the group's and the leaders'. */
+function ringsFor(rank: number, t: Topology): RingSpec[] {
+  const n = t.groups.reduce((a, g) => a + g.length, 0);
+  const rings: RingSpec[] = [{ name: 'global', members: Array.from({ length: n }, (_, r) => r) }];
+  if (t.kind !== 'hierarchical') return rings;
+  const group = t.groups[t.group];
+  if (group.length > 1) rings.push({ name: 'local', members: group });
+  if (t.localIndex === 0) rings.push({ name: 'leaders', members: t.groups.map((g) => g[0]) });
+  return rings;
 }
 
 async function buildRing(
-  o: RendezvousOptions, roster: PeerAddress[], ringServer: net.Server, key: Buffer, authTimeout: number, connectTimeout: number, log: Logger,
+  o: RendezvousOptions, roster: Roster, ringServer: net.Server, key: Buffer, authTimeout: number, connectTimeout: number, log: Logger,
   onClose: (() => Promise<void>) | undefined,
 ): Promise<Communicator> {
-  const n = o.worldSize;
-  const prevRank = (o.rank + n - 1) % n;
-  const nextRank = (o.rank + 1) % n;
+  const topology: Topology = o.transport === 'tcp'
+    ? { ...planTopology(roster.peers.map((_, r) => `r${r}`), o.rank), reason: 'JANUS4O_TRANSPORT=tcp' }
+    : planTopology(roster.peers.map((p) => p.node), o.rank, o.shm?.groupSize);
+  const rings = ringsFor(o.rank, topology).filter((r) => r.members.length > 1);
   const ringTimeout = o.ringTimeoutMs ?? 60_000;
   const deadline = Date.now() + ringTimeout;
+  const config = o.configFingerprint ?? '';
+  const position = (r: RingSpec): { prev: number; next: number } => {
+    const i = r.members.indexOf(o.rank);
+    const m = r.members.length;
+    return { prev: r.members[(i + m - 1) % m], next: r.members[(i + 1) % m] };
+  };
   let stopAccepting = (): void => undefined;
   let timer: NodeJS.Timeout | undefined;
-  const prevP = new Promise<FramedSocket>((resolve, reject) => {
-    timer = setTimeout(() => reject(new DistributedError('TIMEOUT', `rank ${prevRank} did not connect to rank ${o.rank}'s ring listener within ${ringTimeout} ms`)), ringTimeout);
+  const accepted = new Map<string, FramedSocket>();
+  const prevAll = new Promise<void>((resolve, reject) => {
+    timer = setTimeout(() => {
+      const missing = rings.filter((r) => !accepted.has(r.name)).map((r) => `rank ${position(r).prev} (${r.name} ring)`);
+      reject(new DistributedError('TIMEOUT', `${missing.join(', ')} did not connect to rank ${o.rank}'s ring listener within ${ringTimeout} ms`));
+    }, ringTimeout);
     stopAccepting = acceptAuthenticated(ringServer, key, 'ring', authTimeout, log, (conn, hello) => {
-      const h = hello as { rank?: unknown; config?: unknown };
-      if (h.rank !== prevRank || h.config !== (o.configFingerprint ?? '')) {
+      const h = hello as { rank?: unknown; config?: unknown; ring?: unknown };
+      const ring = rings.find((r) => r.name === (h.ring ?? 'global'));
+      if (ring === undefined || accepted.has(ring.name) || h.rank !== position(ring).prev || h.config !== config) {
         conn.socket.destroy();
-        log(`dropped ring connection from ${conn.remote}: it claims rank ${String(h.rank)}, expected rank ${prevRank}`);
+        log(`dropped ring connection from ${conn.remote}: it claims rank ${String(h.rank)} on ring ${String(h.ring)}, expected ${rings.map((r) => `rank ${position(r).prev} on ring ${r.name}`).join(' or ')}`);
         return;
       }
-      resolve(conn);
+      accepted.set(ring.name, conn);
+      if (accepted.size === rings.length) resolve();
     });
   });
-  let prev: FramedSocket | undefined;
-  let next: FramedSocket | undefined;
+  const outgoing: FramedSocket[] = [];
+  const links = new Map<string, { prev: FramedSocket; next: FramedSocket }>();
   try {
-    const nextP = (async () => {
-      const peer = roster[nextRank];
-      const socket = await connectWithRetry(peer.host, peer.port, deadline, connectTimeout, `rank ${nextRank}'s ring listener`);
-      const conn = new FramedSocket(socket, PRE_AUTH_MAX_PAYLOAD, `ring link to rank ${nextRank}`);
-      next = conn;
-      await clientHandshake(conn, key, 'ring', { rank: o.rank, config: o.configFingerprint ?? '' }, authTimeout);
-      return conn;
-    })();
-    [prev, next] = await Promise.all([prevP, nextP]);
+    const nexts = await Promise.all([
+      ...rings.map(async (r) => {
+        const nextRank = position(r).next;
+        const peer = roster.peers[nextRank];
+        const socket = await connectWithRetry(peer.host, peer.port, deadline, connectTimeout, `rank ${nextRank}'s ring listener`);
+        const conn = new FramedSocket(socket, PRE_AUTH_MAX_PAYLOAD, `${r.name === 'global' ? 'ring' : `${r.name} ring`} link to rank ${nextRank}`);
+        outgoing.push(conn);
+        await clientHandshake(conn, key, 'ring', { rank: o.rank, config, ring: r.name }, authTimeout);
+        return conn;
+      }),
+      prevAll.then(() => null),
+    ]);
+    rings.forEach((r, i) => {
+      const prev = accepted.get(r.name) as FramedSocket;
+      prev.label = `${r.name === 'global' ? 'ring' : `${r.name} ring`} link from rank ${position(r).prev}`;
+      links.set(r.name, { prev, next: nexts[i] as FramedSocket });
+    });
   } catch (e) {
-    prevP.then((c) => c.socket.destroy(), () => undefined);
-    next?.socket.destroy();
+    prevAll.catch(() => undefined);
+    for (const c of [...outgoing, ...accepted.values()]) c.socket.destroy();
     throw e;
   } finally {
     clearTimeout(timer);
     stopAccepting();
     await closeServer(ringServer);
   }
-  prev.label = `ring link from rank ${prevRank}`;
-  const comm = new RingCommunicator({
-    rank: o.rank, worldSize: n, links: { prev, next }, chunkElements: o.chunkElements, opTimeoutMs: o.opTimeoutMs, log, onClose,
-  });
+  const made: RingCommunicator[] = [];
+  const ringOf = (name: RingSpec['name']): RingCommunicator | null => {
+    const spec = rings.find((r) => r.name === name);
+    if (spec === undefined) return null;
+    const comm = new RingCommunicator({
+      rank: spec.members.indexOf(o.rank), worldSize: spec.members.length, links: links.get(name) ?? null,
+      chunkElements: o.chunkElements, opTimeoutMs: o.opTimeoutMs, log, onClose: name === 'global' ? onClose : undefined,
+    });
+    made.push(comm);
+    return comm;
+  };
+  const global = ringOf('global') as RingCommunicator;
+  const local = ringOf('local');
+  const leaders = ringOf('leaders');
+  let segments: ShmSegments | null = null;
   try {
-    await comm.barrier({ tag: 'janus4o-ring-ready' });
+    await global.barrier({ tag: 'janus4o-ring-ready' });
+    if (local) await local.barrier({ tag: 'janus4o-local-ring-ready' });
+    if (leaders) await leaders.barrier({ tag: 'janus4o-leaders-ring-ready' });
+    if (topology.kind === 'ring') return global;
+    const group = topology.groups[topology.group];
+    let unavailable = '';
+    if (group.length > 1) {
+      const r = await setupShmGroup({
+        comm: local ?? global, index: topology.localIndex, members: group, secret: o.secret, nonce: roster.nonce,
+        options: { dir: o.shm?.dir ?? DEFAULT_SHM_DIR, segmentBytes: o.shm?.segmentBytes ?? DEFAULT_SEGMENT_BYTES }, log,
+      });
+      if (r instanceof ShmSegments) segments = r;
+      else unavailable = r.unavailable;
+    }
+    // All groups or none: a collective must take the same path on every rank.
+    const [failedGroups] = await global.allReduce(Float32Array.from([unavailable ? 1 : 0]), { tag: 'janus4o-shm-ready' });
+    if (failedGroups > 0) {
+      segments?.close();
+      await Promise.all([local, leaders].map((c) => c?.close()));
+      if (o.rank === 0) log(`using the TCP ring: shared memory is unavailable on ${failedGroups} group(s)`);
+      return global;
+    }
+    if (o.rank === 0) log(`transport: ${describeTopology(topology)}`);
+    return new ShmCommunicator({
+      rank: o.rank, worldSize: o.worldSize, groups: topology.groups, global, local: topology.kind === 'shm' ? global : local, leaders, segments, log,
+      opTimeoutMs: o.opTimeoutMs, spinWait: o.shm?.spinWait,
+    });
   } catch (e) {
-    await comm.close();
+    segments?.close();
+    await Promise.all(made.map((c) => c.close()));
     throw e;
   }
-  return comm;
 }

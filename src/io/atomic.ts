@@ -8,6 +8,24 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { SafetensorsFile, writeSafetensors } from './safetensors';
 
+/**
+ * Fault-injection seam for storage failures: when set, it is called before every write this module makes for a
+ * checkpoint (new file, rename, folder, copy) with the operation and the path, and an error it throws stands for
+ * the file system failing there (ENOSPC, EROFS, EACCES). Tests use it; nothing else sets it.
+ */
+export type WriteFault = (op: 'write' | 'rename' | 'mkdir' | 'copy', file: string) => void;
+let writeFault: WriteFault | null = null;
+
+export function setWriteFault(fault: WriteFault | null): void {
+  writeFault = fault;
+}
+
+/** Creates a folder (and its parents). */
+export async function makeDir(dir: string): Promise<void> {
+  writeFault?.('mkdir', dir);
+  await fs.promises.mkdir(dir, { recursive: true });
+}
+
 /** Directory fsync is unsupported on Windows (EPERM/EISDIR); there the rename itself is the best we get. */
 function ignorableDirSyncError(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;
@@ -37,6 +55,7 @@ export async function fsyncFile(file: string): Promise<void> {
 
 /** Writes chunks to a new file (truncating any old one) and fsyncs it before closing. */
 export async function writeFileDurable(file: string, chunks: Iterable<Uint8Array | string> | AsyncIterable<Uint8Array | string>): Promise<number> {
+  writeFault?.('write', file);
   const fh = await fs.promises.open(file, 'w');
   let bytes = 0;
   try {
@@ -62,6 +81,7 @@ export async function atomicWriteFile(file: string, data: Uint8Array | string): 
   const tmp = path.join(dir, `${path.basename(file)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
   try {
     await writeFileDurable(tmp, [data]);
+    writeFault?.('rename', file);
     await fs.promises.rename(tmp, file);
   } catch (e) {
     await fs.promises.rm(tmp, { force: true });
@@ -72,12 +92,14 @@ export async function atomicWriteFile(file: string, data: Uint8Array | string): 
 
 /** Copies a file and fsyncs the copy. */
 export async function copyFileDurable(src: string, dst: string): Promise<void> {
+  writeFault?.('copy', dst);
   await fs.promises.copyFile(src, dst);
   await fsyncFile(dst);
 }
 
 /** Renames and fsyncs the parent directories of both names, so the move survives a crash. */
 export async function renameDurable(from: string, to: string): Promise<void> {
+  writeFault?.('rename', to);
   await fs.promises.rename(from, to);
   await fsyncDir(path.dirname(to));
   if (path.dirname(from) !== path.dirname(to)) await fsyncDir(path.dirname(from));
@@ -123,6 +145,7 @@ export interface TensorFileReader {
 
 /** Writes a safetensors file of F32 tensors and fsyncs it (the caller fsyncs the directory). */
 export async function writeTensorFile(file: string, source: TensorWriteSource, metadata: Record<string, string> = {}): Promise<void> {
+  writeFault?.('write', file);
   const values = new Map<string, Float32Array>();
   const first = source.entries.length ? source.read(source.entries[0].name) : null;
   if (first instanceof Promise) {

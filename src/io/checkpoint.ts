@@ -26,7 +26,7 @@ import * as path from 'path';
 import { UserError } from '../errors';
 import { toCheckpointLayout, toStoreLayout as fromCheckpointLayout } from './pretrained';
 import { checkpointShape, numel, ParamStore } from '../model/params';
-import { atomicWriteFile, copyFileDurable, fsyncDir, openTensorFile, removeTreeAtomically, renameDurable, TensorFileReader, TensorWriteSource, writeFileDurable, writeTensorFile } from './atomic';
+import { atomicWriteFile, copyFileDurable, fsyncDir, makeDir, openTensorFile, removeTreeAtomically, renameDurable, TensorFileReader, TensorWriteSource, writeFileDurable, writeTensorFile } from './atomic';
 import type { ExportedOptimizerState, OptimizerShardMeta, OptimizerStateSource } from './optimizer_state';
 
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
@@ -121,10 +121,10 @@ export function tempCheckpointDir(root: string, step: number): string {
 }
 
 export async function prepareCheckpoint(root: string, step: number): Promise<string> {
-  await fs.promises.mkdir(root, { recursive: true });
+  await makeDir(root);
   const tmp = tempCheckpointDir(root, step);
   await fs.promises.rm(tmp, { recursive: true, force: true });
-  await fs.promises.mkdir(path.join(tmp, OPTIMIZER_DIR), { recursive: true });
+  await makeDir(path.join(tmp, OPTIMIZER_DIR));
   return tmp;
 }
 
@@ -246,12 +246,52 @@ export async function pruneCheckpoints(root: string, keep: number): Promise<stri
   return doomed.map((c) => c.name);
 }
 
-/** One-process save: everything of prepare/write/commit. Returns the checkpoint directory. */
+/**
+ * One-process save: everything of prepare/write/commit. Returns the checkpoint directory. A save that fails for lack
+ * of space or permission removes its temp folder (giving back the space it took) and throws checkpointWriteError's
+ * UserError; the checkpoints already committed are untouched.
+ */
 export async function saveCheckpoint(root: string, content: CheckpointContent, optimizerShards: readonly ExportedOptimizerState[], keep: number): Promise<string> {
-  const tmp = await prepareCheckpoint(root, content.step);
-  for (const s of optimizerShards) await writeOptimizerShard(tmp, s);
-  await writeCheckpointFiles(tmp, content);
-  return commitCheckpoint(root, tmp, content.step, keep);
+  try {
+    const tmp = await prepareCheckpoint(root, content.step);
+    for (const s of optimizerShards) await writeOptimizerShard(tmp, s);
+    await writeCheckpointFiles(tmp, content);
+    return await commitCheckpoint(root, tmp, content.step, keep);
+  } catch (e) {
+    const err = await checkpointWriteError(e, root, `the checkpoint of step ${content.step}`);
+    if (err !== e) await fs.promises.rm(tempCheckpointDir(root, content.step), { recursive: true, force: true }).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** What each storage error means to the user, by errno code. */
+const STORAGE_ERRORS: Readonly<Record<string, { what: string; fix: (root: string) => string }>> = {
+  ENOSPC: { what: 'the disk is full', fix: () => 'Free space on that disk' },
+  EDQUOT: { what: 'the disk quota is used up', fix: () => 'Free space within your quota' },
+  EROFS: { what: 'the file system is read-only', fix: (root) => `Make ${root} writable (or move the run folder to a writable disk)` },
+  EACCES: { what: 'permission denied: the folder is not writable', fix: (root) => `Make ${root} writable (or move the run folder to a writable disk)` },
+  EPERM: { what: 'the operation is not permitted', fix: (root) => `Make ${root} writable (or move the run folder to a writable disk)` },
+};
+
+/**
+ * An error from writing into the checkpoint root `root` (`what`: e.g. "the checkpoint of step 12") turned into a
+ * UserError when the disk is full or the folder is read-only: it says so, names the path, and names the newest
+ * complete checkpoint, which a failed save leaves intact (see the crash-safety note above), and how to go on from
+ * it. Any other error comes back unchanged.
+ */
+export async function checkpointWriteError(e: unknown, root: string, what: string): Promise<unknown> {
+  const err = e as NodeJS.ErrnoException | null;
+  const kind = typeof err?.code === 'string' && Object.hasOwn(STORAGE_ERRORS, err.code) ? STORAGE_ERRORS[err.code] : undefined;
+  if (!kind || !err) return e;
+  const abs = path.resolve(root);
+  // The checkpoint a resume of this folder starts from (what `latest` names), with its step.
+  const latest = await findLatestCheckpoint(abs).catch(() => null);
+  const last = latest ? (await listCheckpoints(abs).catch(() => [] as CheckpointInfo[])).find((c) => c.dir === latest) : undefined;
+  const where = what.includes(abs) ? '' : ` in ${abs}`;
+  const at = err.path && path.resolve(err.path) !== abs && !what.includes(path.resolve(err.path)) ? ` (writing ${err.path})` : '';
+  const good = last ? `The last good checkpoint is ${last.dir} (step ${last.step}); it is complete and unchanged.` : 'No checkpoint of this run had been completed yet.';
+  const next = last ? `then continue from step ${last.step} with \`janus4o resume --checkpoint ${abs}\`` : 'then start the run again';
+  return new UserError(`Cannot write ${what}${where}${at}: ${kind.what} (${err.code}). ${good} ${kind.fix(abs)}, ${next}.`);
 }
 
 /** The newest complete checkpoint under root (what `latest` names), or null when there is none. */

@@ -7,6 +7,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { DTYPE_BYTES, StoredDtype, TensorInfo, TensorSource, decodeInto, isStoredDtype, numelOf, toBf16Bits, toF16Bits } from './dtypes';
+import { UserError } from '../errors';
 
 /** Real headers are ~100 KB for a 7B model; anything near this is not a safetensors file. */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -19,8 +20,9 @@ interface Entry extends TensorInfo {
   end: number;
 }
 
+/** A malformed file is the user's input, not our bug: one paragraph naming the file, no debug hint. */
 function fail(file: string, msg: string): never {
-  throw new Error(`safetensors ${file}: ${msg}`);
+  throw new UserError(`safetensors ${file}: ${msg}`);
 }
 
 /** Reads exactly `length` bytes at `position` into `into[offset..]`, looping because one read may return less. */
@@ -92,7 +94,7 @@ export class SafetensorsFile implements TensorSource {
   }
 
   private handle(): number {
-    if (this.fd === null) fail(this.file, 'is closed');
+    if (this.fd === null) throw new Error(`safetensors ${this.file}: is closed`);
     return this.fd;
   }
 }
@@ -124,14 +126,43 @@ function parseHeader(fd: number, file: string): { entries: Map<string, Entry>; m
     }
     entries.set(name, checkEntry(file, name, h, dataStart, size));
   }
-  const sorted = [...entries.entries()].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end);
-  for (let i = 1; i < sorted.length; i++) {
-    const [prevName, prev] = sorted[i - 1];
-    const [name, cur] = sorted[i];
-    // Zero-size tensors own no bytes, so they cannot overlap anything.
-    if (cur.begin < prev.end && cur.end > cur.begin) fail(file, `tensors "${prevName}" and "${name}" overlap (byte ranges [${prev.begin - dataStart}, ${prev.end - dataStart}) and [${cur.begin - dataStart}, ${cur.end - dataStart}))`);
-  }
+  checkTiling(file, entries, dataStart, size);
   return { entries, metadata };
+}
+
+/** What the format requires of the data section, quoted in every tiling error. */
+const TILING_RULE =
+  'safetensors requires the tensors\' data_offsets to tile the data section exactly: sorted by begin, the first begins at 0, ' +
+  'each begins where the previous ends, and the last ends at the end of the file';
+
+/**
+ * Refuses byte ranges that do not tile the data section exactly (the reference reader's rule): a gap, an overlap
+ * or trailing bytes mean a corrupt, truncated-then-padded or crafted file, whose unowned bytes could hide anything.
+ * Zero-size tensors own no bytes; they sit where the previous tensor ends ([k, k]) and sort before a tensor that
+ * begins at k.
+ */
+function checkTiling(file: string, entries: Map<string, Entry>, dataStart: number, size: number): void {
+  const dataBytes = size - dataStart;
+  const sorted = [...entries.entries()].sort((a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const range = (e: Entry) => `[${e.begin - dataStart}, ${e.end - dataStart}]`;
+  let prev: [string, Entry] | null = null;
+  for (const cur of sorted) {
+    const [name, e] = cur;
+    const at = prev ? prev[1].end : dataStart;
+    if (e.begin > at) {
+      const gap = `bytes [${at - dataStart}, ${e.begin - dataStart}) of the data section belong to no tensor`;
+      fail(file, prev ? `${gap}: "${prev[0]}" (data_offsets ${range(prev[1])}) ends at ${at - dataStart} but the next tensor, "${name}" (data_offsets ${range(e)}), begins at ${e.begin - dataStart}; ${TILING_RULE}` : `${gap}: the first tensor, "${name}" (data_offsets ${range(e)}), begins at ${e.begin - dataStart} instead of 0; ${TILING_RULE}`);
+    }
+    if (e.begin < at && prev) {
+      fail(file, `tensors "${prev[0]}" and "${name}" overlap: "${name}" (data_offsets ${range(e)}) begins at ${e.begin - dataStart}, inside "${prev[0]}" (data_offsets ${range(prev[1])}); ${TILING_RULE}`);
+    }
+    prev = cur;
+  }
+  const end = prev ? prev[1].end - dataStart : 0;
+  if (end < dataBytes) {
+    const last = prev ? `its last tensor, "${prev[0]}" (data_offsets ${range(prev[1])}), ends at ${end}` : 'the header lists no tensors';
+    fail(file, `the data section is ${dataBytes} bytes but ${last}: ${dataBytes - end} trailing bytes belong to no tensor; ${TILING_RULE}`);
+  }
 }
 
 function checkMetadata(file: string, h: unknown): Record<string, string> {

@@ -45,6 +45,8 @@ export interface ObservedObject {
 export interface ObservedScene {
   background: BackgroundName | 'unknown';
   objects: readonly ObservedObject[];
+  /** Set by the detector when the image is no ShapeWorld scene (noise, fragments): nothing holds on it. */
+  rejected?: string | null;
 }
 
 function matches(o: ObservedObject, ref: ObjectRef): boolean {
@@ -79,9 +81,13 @@ export function clauseHolds(clause: Clause, scene: ObservedScene): boolean {
   }
 }
 
-/** GenEval's rule: correct only when every clause holds. A prompt with no clauses is a bug, not a pass. */
+/**
+ * GenEval's rule: correct only when every clause holds. A prompt with no clauses is a bug, not a pass; an image
+ * the detector refused (`rejected`) is wrong whatever objects were read in it.
+ */
 export function scoreT2I(prompt: T2IPrompt, scene: ObservedScene): boolean {
   if (prompt.clauses.length === 0) throw new Error(`T2I prompt "${prompt.text}" has no clauses`);
+  if (scene.rejected) return false;
   return prompt.clauses.every((c) => clauseHolds(c, scene));
 }
 
@@ -165,8 +171,12 @@ function size(m: Map<string, number>): number {
   return s;
 }
 
-/** Full edit check with a breakdown; `category` only labels the result (the expected target says what changed). */
+/**
+ * Full edit check with a breakdown; `category` only labels the result (the expected target says what changed).
+ * An image the detector refused (`rejected`) shows neither the change nor what should have been kept.
+ */
 export function checkEdit(category: EditCategory, source: Scene, expected: Scene, detected: ObservedScene): EditCheck {
+  if (detected.rejected) return { category, correct: false, targetHolds: false, preserved: false };
   const S = multiset(source.objects);
   const E = multiset(expected.objects);
   const D = multiset(detected.objects);
@@ -294,4 +304,52 @@ export function t2iPromptsFromScene(scene: Scene, rand: () => number = () => 0):
     if (p) out.push(p);
   }
   return out;
+}
+
+// ---------------------------------------------------------------- GenEval metadata
+
+/** One `include` / `exclude` requirement of GenEval's evaluation_metadata.jsonl, with ShapeWorld shapes as classes. */
+export interface GenEvalRequirement {
+  class: Shape;
+  count: number;
+  color?: ColorName;
+  /** [relation, index of the include entry it is relative to]. */
+  position?: [Relation, number];
+}
+
+/** A prompt's line of GenEval's evaluation_metadata.jsonl, plus ShapeEval's own clauses (what the scorer reads back). */
+export interface GenEvalMetadata {
+  tag: T2ICategory;
+  include: GenEvalRequirement[];
+  exclude?: GenEvalRequirement[];
+  prompt: string;
+  clauses: Clause[];
+}
+
+/**
+ * GenEval's metadata for a ShapeEval prompt (djghosh13/geneval prompts/evaluation_metadata.jsonl): `exists` is
+ * `{class, count: 1[, color]}`, an exact count n is include n and exclude n + 1, and "A <relation> B" is
+ * `[{class: B, count: 1}, {class: A, count: 1, position: [relation, 0]}]`, as GenEval writes positions.
+ */
+export function genEvalMetadata(prompt: T2IPrompt): GenEvalMetadata {
+  const include: GenEvalRequirement[] = [];
+  const exclude: GenEvalRequirement[] = [];
+  const req = (ref: ObjectRef, count: number): GenEvalRequirement => ({ class: ref.shape, count, ...(ref.color ? { color: ref.color } : {}) });
+  for (const c of prompt.clauses) {
+    switch (c.kind) {
+      case 'exists':
+        include.push(req(c.object, 1));
+        break;
+      case 'count':
+        include.push(req(c.object, c.count));
+        exclude.push(req(c.object, c.count + 1));
+        break;
+      case 'relation': {
+        const target = include.length;
+        include.push(req(c.b, 1), { ...req(c.a, 1), position: [c.relation, target] });
+        break;
+      }
+    }
+  }
+  return { tag: prompt.category, include, ...(exclude.length ? { exclude } : {}), prompt: prompt.text, clauses: prompt.clauses };
 }

@@ -15,16 +15,30 @@ import { Override, applyOverridesWith, issueText, show } from './config_override
 import { DEFAULT_NO_DECAY } from './optimizer';
 import { INIT_SCHEMES } from '../model/init_scheme';
 
-const int = (min: number, what: string) => z.number().int({ message: `must be an integer` }).min(min, { message: `must be ${what}` });
-const prob = z.number().min(0, { message: 'must be between 0 and 1' }).max(1, { message: 'must be between 0 and 1' });
+/**
+ * A number key that must be finite. z.number() accepts Infinity (YAML `.inf`, `--train.lr Infinity`) and refuses NaN
+ * (`.nan`) only as a type error; both are refused here first, naming the value, before the key's own range checks.
+ */
+function finite<T extends z.ZodTypeAny>(schema: T) {
+  return z.preprocess((v, ctx) => {
+    if (typeof v === 'number' && !Number.isFinite(v)) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `must be a finite number, got ${v}`, fatal: true });
+      return z.NEVER;
+    }
+    return v;
+  }, schema);
+}
+const int = (min: number, what: string) => finite(z.number().int({ message: `must be an integer` }).min(min, { message: `must be ${what}` }));
+const prob = finite(z.number().min(0, { message: 'must be between 0 and 1' }).max(1, { message: 'must be between 0 and 1' }));
 const posInt = int(1, 'a positive integer');
-const beta = z.number().min(0, { message: 'must be in [0, 1)' }).lt(1, { message: 'must be in [0, 1)' });
+const beta = finite(z.number().min(0, { message: 'must be in [0, 1)' }).lt(1, { message: 'must be in [0, 1)' }));
+const positive = () => finite(z.number().positive({ message: 'must be a positive number' }));
 const patterns = z.array(z.string().min(1));
 
 const llmOverrides = z
   .object({
     vocabSize: posInt, hiddenSize: posInt, numLayers: posInt, numHeads: posInt, numKvHeads: posInt, intermediateSize: posInt,
-    ropeTheta: z.number().positive(), rmsNormEps: z.number().positive(), maxPositionEmbeddings: posInt,
+    ropeTheta: positive(), rmsNormEps: positive(), maxPositionEmbeddings: posInt,
   })
   .partial()
   .strict();
@@ -36,7 +50,7 @@ const vqOverrides = z
   .partial()
   .strict();
 const siglipOverrides = z
-  .object({ patchSize: posInt, width: posInt, depth: posInt, numHeads: posInt, mlpDim: posInt, layerNormEps: z.number().positive() })
+  .object({ patchSize: posInt, width: posInt, depth: posInt, numHeads: posInt, mlpDim: posInt, layerNormEps: positive() })
   .partial()
   .strict();
 /** Non-reference image-token position ids (src/model/positions.ts); both keys, so a model says all it uses. */
@@ -83,13 +97,13 @@ const dataSchema = z
 
 const trainSchema = z
   .object({
-    lr: z.number().positive({ message: 'must be a positive number' }).default(5e-6),
-    weight_decay: z.number().min(0, { message: 'must be >= 0' }).default(0.1),
+    lr: positive().default(5e-6),
+    weight_decay: finite(z.number().min(0, { message: 'must be >= 0' })).default(0.1),
     betas: z.tuple([beta, beta]).default([0.9, 0.999]),
-    eps: z.number().min(0, { message: 'must be >= 0' }).default(1e-8),
+    eps: finite(z.number().min(0, { message: 'must be >= 0' })).default(1e-8),
     /** Substrings that exclude a parameter name from weight decay (case-sensitive, like the reference). */
     no_decay: z.array(z.string().min(1)).default([...DEFAULT_NO_DECAY]),
-    warmup_ratio: z.number().min(0, { message: 'must be in [0, 1)' }).lt(1, { message: 'must be in [0, 1)' }).default(0.05),
+    warmup_ratio: beta.default(0.05),
     min_lr_ratio: prob.default(0.15),
     epochs: posInt.default(3),
     /** When set, the run (and the schedule) is exactly this many optimizer steps, whatever `epochs` says. */
@@ -97,7 +111,7 @@ const trainSchema = z
     micro_batch: posInt.default(1),
     grad_accum: posInt.default(8),
     /** Global gradient-norm clip; 0 disables. */
-    clip: z.number().min(0, { message: 'must be >= 0 (0 disables clipping)' }).default(1.0),
+    clip: finite(z.number().min(0, { message: 'must be >= 0 (0 disables clipping)' })).default(1.0),
     text_mask_prob: prob.default(0.1),
     image_mask_prob: prob.default(0.5),
     seed: int(0, 'a non-negative integer').default(42),
@@ -130,7 +144,7 @@ const checkpointSchema = z
 const distributedSchema = z
   .object({
     nproc: posInt.default(1),
-    zero_stage: z.number().int({ message: 'must be 0 or 1' }).min(0, { message: 'must be 0 or 1' }).max(1, { message: 'must be 0 or 1' }).default(0),
+    zero_stage: z.number().int({ message: 'must be 0, 1 or 2' }).min(0, { message: 'must be 0, 1 or 2' }).max(2, { message: 'must be 0, 1 or 2' }).default(0),
   })
   .strict();
 

@@ -29,7 +29,7 @@ import { DatasetPlugin, ModelContext, RunContext, datasetFor } from './dataset';
 import { ConditionUse, conditionUse, formatConditionUse } from './evaluate';
 import { checkResumeConfig } from './resume';
 import { checkBackendFits, loadStartingModel } from './starting_model';
-import { StepLog, Trainer, TrainingSet } from './trainer';
+import { StepLog, StepProgress, Trainer, TrainingSet, checkResumeWorld } from './trainer';
 
 export interface RunOptions {
   /** Config file the config came from (for messages). */
@@ -43,7 +43,8 @@ export interface RunOptions {
   /** Let a model of 1B+ parameters train on wasm or cpu (refused by default: hours per step). */
   allowSlowBackend?: boolean;
   log?: (line: string) => void;
-  onStep?: (s: StepLog) => void;
+  /** Every optimizer step (rank 0), with the run's total step count. */
+  onStep?: (s: StepLog, progress: StepProgress) => void;
   /** Polled after every step; true stops the run with a checkpoint. */
   shouldStop?: () => boolean;
 }
@@ -116,8 +117,15 @@ async function runOnRank(ctx: RunContext, dataset: DatasetPlugin, o: RunOptions,
   if (resumeFrom) {
     const ck = await loadCheckpoint(resumeFrom);
     const diffs = checkResumeConfig(ck.trainConfig, cfg, o.allowChanges ?? [], resumeFrom);
+    checkResumeWorld(ck, cfg, comm?.worldSize ?? 1, o.allowChanges ?? []);
     for (const d of diffs) log(`resume: ${d.key} changed from ${JSON.stringify(d.saved)} to ${JSON.stringify(d.current)}`);
     await trainer.restore(ck);
+    if (trainer.step >= trainer.totalSteps) {
+      // A finished run: nothing to train, and its measurements were made when it finished.
+      log(`resume: the run is complete: ${resumeFrom} is step ${trainer.step} of ${trainer.totalSteps}; nothing to train or measure`);
+      model.dispose();
+      return { checkpoint: resumeFrom, steps: 0, heldoutBefore: null, heldoutAfter: null, conditionUseBefore: null, conditionUseAfter: null, seconds: (Date.now() - t0) / 1000 };
+    }
     log(`resume: continuing from ${resumeFrom} at step ${trainer.step} of ${trainer.totalSteps}`);
   }
   const mctx: ModelContext = { ...ctx, model, templates, tokenizer, resumed: resumeFrom !== null };

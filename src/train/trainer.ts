@@ -15,10 +15,11 @@ import { makeRng } from '../data/rng';
 import { DistributedSampler, SamplerCursor } from '../data/sampler';
 import { imageTokenCount } from '../model/config';
 import { Janus4o } from '../model/janus';
-import { CheckpointContent, JsonValue, LoadedCheckpoint, checkpointName, tempCheckpointDir, cleanStaleCheckpointFiles, commitCheckpoint, loadWeightsIntoStore, paramStoreWeights, prepareCheckpoint, saveCheckpoint, writeCheckpointFiles, writeOptimizerShard } from '../io/checkpoint';
-import { DataParallel } from './data_parallel';
+import { CheckpointContent, JsonValue, LoadedCheckpoint, checkpointName, checkpointWriteError, tempCheckpointDir, cleanStaleCheckpointFiles, commitCheckpoint, loadWeightsIntoStore, paramStoreWeights, prepareCheckpoint, saveCheckpoint, writeCheckpointFiles, writeOptimizerShard } from '../io/checkpoint';
+import { DataParallel, ZeroStage } from './data_parallel';
 import { Communicator } from '../distributed/collectives';
-import { TrainConfig, configHash, trainableFilter } from './config';
+import { UserError } from '../errors';
+import { TrainConfig, configHash, globMatch, trainableFilter } from './config';
 import { AdamW, clipByGlobalNorm } from './optimizer';
 import { ScheduleState, WarmupCosineSchedule, referenceTotalSteps } from './schedule';
 import { MicroStepResult, microStep } from './step';
@@ -34,9 +35,15 @@ export interface TrainingSet {
 
 export type { StepLog };
 
+/** Where the run stands, passed with every step (the step log itself is the JSONL record and does not carry it). */
+export interface StepProgress {
+  /** Optimizer steps of the whole run (the schedule's length): the run ends when StepLog.step reaches it. */
+  totalSteps: number;
+}
+
 export interface TrainerHooks {
   log?: (line: string) => void;
-  onStep?: (s: StepLog) => void;
+  onStep?: (s: StepLog, progress: StepProgress) => void;
   /** Called after each optimizer step; return true to stop (the trainer then checkpoints and returns). */
   shouldStop?: () => boolean;
   /** Data-parallel communicator (one process per GPU); absent for a single process. */
@@ -86,9 +93,9 @@ export class Trainer {
     this.optimizer = new AdamW(
       this.trainable.map((name) => ({ name, shape: model.params.spec(name).shape })),
       { betas: t.betas, eps: t.eps, weightDecay: t.weight_decay, noDecay: t.no_decay },
-      config.distributed.zero_stage === 1 ? { rank, worldSize: world } : { rank: 0, worldSize: 1 },
+      config.distributed.zero_stage >= 1 ? { rank, worldSize: world } : { rank: 0, worldSize: 1 },
     );
-    this.dp = world > 1 ? new DataParallel(hooks.comm!, this.optimizer, config.distributed.zero_stage as 0 | 1) : null;
+    this.dp = world > 1 ? new DataParallel(hooks.comm!, this.optimizer, config.distributed.zero_stage as ZeroStage) : null;
     this.logFile = path.join(config.checkpoint.dir, 'train_log.jsonl');
   }
 
@@ -113,6 +120,11 @@ export class Trainer {
     let correct = 0;
     let tokens = 0;
     const masks = { textMaskProb: t.text_mask_prob, imageMaskProb: t.image_mask_prob, lossAlignment: t.loss_alignment };
+    // ZeRO-2 hands each micro-batch's gradients to the exchange at once and keeps only this rank's slice; its
+    // reduce-scatter runs while the next micro-batch computes. Every rank makes one call per micro-batch (not per
+    // task group, whose number differs between ranks), so the collectives line up.
+    const zero2 = this.dp !== null && this.dp.zeroStage === 2;
+    const exchanges: Promise<void>[] = [];
     for (let a = 0; a < t.grad_accum; a++) {
       const picks = this.sampler.take(t.micro_batch).map((p) => ({ ...p, sample: this.data.sample(p.index) }));
       // T2I and edit rows differ ~2.5x in length; one forward per task avoids padding short rows to long ones.
@@ -143,12 +155,19 @@ export class Trainer {
         }
         correct += r.correct;
       }
+      if (zero2) {
+        const exchange = this.dp!.accumulate(new Map(acc));
+        exchange.catch(() => undefined); // awaited below; this only keeps a failure from being reported unhandled meanwhile
+        exchanges.push(exchange);
+        acc.clear();
+      }
     }
     const lr = this.schedule.lr(this.step);
     let norm: number;
     if (this.dp) {
       // Every rank sees the same averaged gradient, so all agree on its norm and on skipping a NaN step.
-      const synced = await this.dp.reduce(acc);
+      await Promise.all(exchanges);
+      const synced = zero2 ? await this.dp.reduceAccumulated() : await this.dp.reduce(acc);
       norm = synced.norm;
       if (Number.isFinite(norm)) await this.dp.step(this.model.params, synced, lr, t.clip);
       DataParallel.dispose(synced);
@@ -203,7 +222,11 @@ export class Trainer {
   /** Runs until the schedule's last step (or a stop request); checkpoints as configured. Returns the steps run. */
   async run(): Promise<number> {
     const c = this.config.checkpoint;
-    fs.mkdirSync(c.dir, { recursive: true });
+    try {
+      fs.mkdirSync(c.dir, { recursive: true });
+    } catch (e) {
+      throw await checkpointWriteError(e, c.dir, 'the checkpoint folder');
+    }
     // Leftovers of a save that was killed: temp folders, or a renamed checkpoint that `latest` does not name yet.
     if ((this.dp?.rank ?? 0) === 0) for (const f of await cleanStaleCheckpointFiles(c.dir, c.keep)) this.log(`checkpoint: cleaned up ${f}`);
     await this.dp?.comm.barrier({ tag: 'start' });
@@ -214,8 +237,12 @@ export class Trainer {
     while (this.step < this.totalSteps) {
       const s = await this.trainStep();
       if (rank0) {
-        fs.appendFileSync(this.logFile, `${JSON.stringify(s)}\n`);
-        this.hooks.onStep?.(s);
+        try {
+          fs.appendFileSync(this.logFile, `${JSON.stringify(s)}\n`);
+        } catch (e) {
+          throw await checkpointWriteError(e, c.dir, `step ${s.step} to the training log ${path.resolve(this.logFile)}`);
+        }
+        this.hooks.onStep?.(s, { totalSteps: this.totalSteps });
       }
       const epochEnd = perEpoch > 0 && this.step % perEpoch === 0;
       const localStop = this.hooks.shouldStop?.() ?? false;
@@ -266,14 +293,20 @@ export class Trainer {
       this.log(`checkpoint: ${dir} (step ${this.step})`);
       return dir;
     }
-    // Rank 0 writes weights and state, every rank its optimizer shard, then rank 0 commits.
+    // Rank 0 writes weights and state, every rank its optimizer shard, then rank 0 commits. A rank that cannot
+    // write (disk full, read-only) fails with the message; the others then fail at the next barrier.
     const rank0 = this.dp.rank === 0;
-    const tmp = rank0 ? await prepareCheckpoint(c.dir, this.step) : tempCheckpointDir(c.dir, this.step);
-    await this.dp.comm.barrier({ tag: 'ckpt-prepared' });
-    await writeOptimizerShard(tmp, await this.optimizer.exportState());
-    if (rank0) await writeCheckpointFiles(tmp, content);
-    await this.dp.comm.barrier({ tag: 'ckpt-written' });
-    const dir = rank0 ? await commitCheckpoint(c.dir, tmp, this.step, c.keep) : path.join(c.dir, checkpointName(this.step));
+    let dir: string;
+    try {
+      const tmp = rank0 ? await prepareCheckpoint(c.dir, this.step) : tempCheckpointDir(c.dir, this.step);
+      await this.dp.comm.barrier({ tag: 'ckpt-prepared' });
+      await writeOptimizerShard(tmp, await this.optimizer.exportState());
+      if (rank0) await writeCheckpointFiles(tmp, content);
+      await this.dp.comm.barrier({ tag: 'ckpt-written' });
+      dir = rank0 ? await commitCheckpoint(c.dir, tmp, this.step, c.keep) : path.join(c.dir, checkpointName(this.step));
+    } catch (e) {
+      throw await checkpointWriteError(e, c.dir, `the checkpoint of step ${this.step}`);
+    }
     if (rank0) this.log(`checkpoint: ${dir} (step ${this.step})`);
     await this.dp.comm.barrier({ tag: 'ckpt-committed' });
     return dir;
@@ -296,4 +329,39 @@ export class Trainer {
     const extra = (st.extra ?? {}) as { consecutive_skips?: number };
     this.consecutiveSkips = extra.consecutive_skips ?? 0;
   }
+}
+
+/** How many workers trained a checkpoint: its sampler cursor records it (checkpoints without it: one). */
+export function checkpointWorldSize(ck: Pick<LoadedCheckpoint, 'trainerState'>): number {
+  const sampler = ck.trainerState.sampler;
+  const w = sampler !== null && typeof sampler === 'object' && !Array.isArray(sampler) ? sampler.world_size : undefined;
+  return typeof w === 'number' && Number.isInteger(w) && w >= 1 ? w : 1;
+}
+
+/**
+ * Refuses to continue a checkpoint on another number of workers when that would change its global batch
+ * (workers x train.micro_batch x train.grad_accum), which would quietly make it another job: say how to keep the
+ * run (the checkpoint's worker count, or a micro-batch that keeps the global batch). A batch change the user asked
+ * for (train.micro_batch or train.grad_accum among `allow`, the keys allowed to differ) goes through.
+ */
+export function checkResumeWorld(ck: Pick<LoadedCheckpoint, 'dir' | 'trainerState' | 'trainConfig'>, cfg: TrainConfig, worldSize: number, allow: readonly string[]): void {
+  const saved = checkpointWorldSize(ck);
+  if (saved === worldSize) return;
+  const raw = ck.trainConfig !== null && typeof ck.trainConfig === 'object' && !Array.isArray(ck.trainConfig) ? ck.trainConfig.train : undefined;
+  const t = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? raw : {};
+  const micro = typeof t.micro_batch === 'number' ? t.micro_batch : cfg.train.micro_batch;
+  const accum = typeof t.grad_accum === 'number' ? t.grad_accum : cfg.train.grad_accum;
+  const before = saved * micro * accum;
+  const now = worldSize * cfg.train.micro_batch * cfg.train.grad_accum;
+  if (before === now) return;
+  if (allow.some((p) => globMatch('train.micro_batch', p) || globMatch('train.grad_accum', p))) return;
+  const workers = (n: number) => `${n} worker${n === 1 ? '' : 's'}`;
+  const keep = before % (worldSize * cfg.train.grad_accum) === 0
+    ? `keep ${before} samples per step on ${workers(worldSize)} with --train.micro_batch ${before / (worldSize * cfg.train.grad_accum)} (and --allow-change train.micro_batch when resuming with \`train --resume\`)`
+    : `choose train.micro_batch and train.grad_accum that give ${before} samples per step on ${workers(worldSize)}`;
+  throw new UserError(
+    `Checkpoint ${ck.dir} was trained by ${workers(saved)} with train.micro_batch ${micro} and train.grad_accum ${accum}, ${before} samples per optimizer step; ` +
+      `continuing on ${workers(worldSize)} would make it ${now} and the run would no longer be the one it was. ` +
+      `Continue on ${workers(saved)} (--nproc ${saved}; \`janus4o resume\` does so by default), or ${keep}.`,
+  );
 }

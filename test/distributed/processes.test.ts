@@ -9,9 +9,11 @@ import * as path from 'path';
 import { launch } from '../../src/distributed/launcher';
 import { freePort } from '../../src/distributed/launcher';
 import { referenceAllReduce, shardRange } from '../../src/distributed/layout';
+import { referenceHierarchicalAllReduce } from '../../src/distributed/shm_collectives';
+import { DEFAULT_SHM_DIR, segmentPrefix } from '../../src/distributed/shm';
 import { encodeHeader, FrameKind } from '../../src/distributed/framing';
 import { controlFrame } from '../../src/distributed/auth';
-import { buildDistModule, randomBuffer, startNode, torchrunEnv, WORKERS_DIR } from './helpers';
+import { buildDistModule, randomBuffer, SECRET, startNode, torchrunEnv, WORKERS_DIR } from './helpers';
 
 const WORKER = path.join(WORKERS_DIR, 'collective_worker.js');
 const LENGTHS = [1, 3, 1000, 16387];
@@ -33,12 +35,16 @@ function same(a: Float32Array, b: Float32Array): boolean {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 }
 
-/** Verifies every file the `check` worker mode wrote against local references. */
-function verifyCheck(dir: string, n: number): void {
+/**
+ * Verifies every file the `check` worker mode wrote against local references: the flat ring's order (TCP ring,
+ * shared memory on one node), or with `groups` the hierarchical order (shared memory per node, ring of leaders).
+ */
+function verifyCheck(dir: string, n: number, groups?: number[][]): void {
+  const reference = (xs: Float32Array[], o: { average?: boolean } = {}): Float32Array => (groups ? referenceHierarchicalAllReduce(xs, groups, o) : referenceAllReduce(xs, o));
   for (const L of LENGTHS) {
-    const sum = referenceAllReduce(Array.from({ length: n }, (_, r) => randomBuffer(1000 * r + L, L)));
-    const avg = referenceAllReduce(Array.from({ length: n }, (_, r) => randomBuffer(1000 * r + L + 1, L)), { average: true });
-    const zAvg = referenceAllReduce(Array.from({ length: n }, (_, r) => randomBuffer(1000 * r + L + 2, L)), { average: true });
+    const sum = reference(Array.from({ length: n }, (_, r) => randomBuffer(1000 * r + L, L)));
+    const avg = reference(Array.from({ length: n }, (_, r) => randomBuffer(1000 * r + L + 1, L)), { average: true });
+    const zAvg = reference(Array.from({ length: n }, (_, r) => randomBuffer(1000 * r + L + 2, L)), { average: true });
     for (let r = 0; r < n; r++) {
       expect(same(read(dir, `sum-${L}-${r}.bin`), sum)).toBe(true);
       expect(same(read(dir, `avg-${L}-${r}.bin`), avg)).toBe(true);
@@ -63,16 +69,18 @@ test.each([2, 3, 4])('launcher with N=%i: every collective in separate processes
     forwardSignals: false, onLine: (rank, stream, line) => lines.push(`[${rank} ${stream}] ${line}`),
   });
   expect({ code: result.exitCode, message: result.message }).toEqual({ code: 0, message: null });
-  const results = lines.filter((l) => l.includes('RESULT ')).map((l) => JSON.parse(l.slice(l.indexOf('RESULT ') + 7)) as { rank: number; gathered: number[]; cuda: string });
+  const results = lines.filter((l) => l.includes('RESULT ')).map((l) => JSON.parse(l.slice(l.indexOf('RESULT ') + 7)) as { rank: number; gathered: number[]; cuda: string; transport: string });
   expect(results.length).toBe(n);
   for (const res of results) {
     expect(res.gathered).toEqual(Array.from({ length: n }, (_, r) => [r, 2 * r]).flat());
     expect(res.cuda).toBe(['7', '5', '3', '1'][res.rank]);
+    // One machine, LOCAL_RANK set by the launcher: shared memory.
+    expect(res.transport).toBe(`shared memory (${n} ranks)`);
   }
   verifyCheck(dir, n);
 });
 
-test('multi-node launch: two launchers (--nnodes 2, --node-rank 0/1) of 2 workers each form one job of 4', async () => {
+test('multi-node launch: two launchers (--nnodes 2, --node-rank 0/1) of 2 workers each form one job of 4 (hierarchical: shared memory per node, TCP between leaders)', async () => {
   const dir = fs.mkdtempSync(path.join(tmp, 'nodes-'));
   const port = await freePort('127.0.0.1');
   const env = workerEnv({ TEST_OUT: dir, JANUS4O_JOB_SECRET: 'shared-by-both-nodes-0123456789' });
@@ -82,10 +90,10 @@ test('multi-node launch: two launchers (--nnodes 2, --node-rank 0/1) of 2 worker
     forwardSignals: false, onLine: (rank, stream, line) => lines.push(`[node ${nodeRank} local ${rank}] ${line}`),
   })));
   for (const r of results) expect({ code: r.exitCode, message: r.message }).toEqual({ code: 0, message: null });
-  const ranks = lines.filter((l) => l.includes('RESULT ')).map((l) => (JSON.parse(l.slice(l.indexOf('RESULT ') + 7)) as { rank: number; worldSize: number }));
+  const ranks = lines.filter((l) => l.includes('RESULT ')).map((l) => (JSON.parse(l.slice(l.indexOf('RESULT ') + 7)) as { rank: number; worldSize: number; transport: string }));
   expect(ranks.map((r) => r.rank).sort()).toEqual([0, 1, 2, 3]);
-  expect(ranks.every((r) => r.worldSize === 4)).toBe(true);
-  verifyCheck(dir, 4);
+  expect(ranks.every((r) => r.worldSize === 4 && r.transport.startsWith('hierarchical (2 groups'))).toBe(true);
+  verifyCheck(dir, 4, [[0, 1], [2, 3]]);
 });
 
 test('external launch: two processes started with the torchrun variables (no launcher) work together', async () => {
@@ -101,7 +109,7 @@ test('strangers without the secret or sending garbage during a running job are r
   const dir = fs.mkdtempSync(path.join(tmp, 'sec-'));
   const port = await freePort('127.0.0.1');
   const stopFile = path.join(dir, 'stop');
-  const env = (r: number): Record<string, string> => workerEnv({ ...torchrunEnv(r, 3, port), TEST_OUT: dir, TEST_STOP_FILE: stopFile, TEST_LENGTH: '5000' });
+  const env = (r: number): Record<string, string> => workerEnv({ ...torchrunEnv(r, 3, port), TEST_OUT: dir, TEST_STOP_FILE: stopFile, TEST_LENGTH: '5000', TEST_PRINT_TRANSPORT: '1' });
   const rank0 = startNode(WORKER, ['loop'], env(0));
   await rank0.waitFor('rendezvous listening');
   const attack = async (): Promise<void> => {
@@ -122,6 +130,9 @@ test('strangers without the secret or sending garbage during a running job are r
   await attack();
   const others = [1, 2].map((r) => startNode(WORKER, ['loop'], env(r)));
   await rank0.waitFor('ITER 10');
+  // The job runs on shared memory, whose segments have no name while it runs: nothing in /dev/shm to open.
+  expect(rank0.output()).toContain('TRANSPORT shared memory (3 ranks)');
+  if (fs.existsSync(DEFAULT_SHM_DIR)) expect(fs.readdirSync(DEFAULT_SHM_DIR).filter((f) => f.startsWith(segmentPrefix(SECRET)))).toEqual([]);
   await attack();
   await rank0.waitFor(/rejected rendezvous connection[\s\S]*rejected rendezvous connection[\s\S]*rejected rendezvous connection[\s\S]*rejected rendezvous connection[\s\S]*rejected rendezvous connection[\s\S]*rejected rendezvous connection/);
   fs.writeFileSync(stopFile, '');
@@ -145,14 +156,25 @@ test('a worker that never arrives fails the rendezvous on every started rank, na
   }
 });
 
-test('the all-reduce benchmark runs and reports bus bandwidth beside raw TCP throughput', async () => {
-  const bench = startNode(path.join(distDir, 'bench.js'), ['--nproc', '2', '--sizes-mb', '0.0625,0.25'], {});
+test('the all-reduce benchmark runs every transport and reports bus bandwidth beside memcpy and raw TCP throughput', async () => {
+  const bench = startNode(path.join(distDir, 'bench.js'), ['--nproc', '2,4', '--sizes-mb', '0.0625,0.25', '--transports', 'tcp,shm,hierarchical', '--exchange', 'fp32,bf16'], {});
   const res = await bench.done;
   expect({ code: res.code, err: res.code === 0 ? '' : res.stderr }).toEqual({ code: 0, err: '' });
-  const report = JSON.parse(res.stdout) as { rows: Array<Record<string, number>> };
-  expect(report.rows.map((r) => [r.worldSize, r.bytes])).toEqual([[2, 65536], [2, 262144]]);
+  const report = JSON.parse(res.stdout) as { command: string; rows: Array<Record<string, number | string | null>> };
+  const key = (r: Record<string, unknown>): string => `${String(r.worldSize)} ${String(r.kind)} ${String(r.exchange)} ${String(r.bytes)}`;
+  expect(report.rows.map(key).sort()).toEqual([
+    ...[2, 4].flatMap((n) => [65536, 262144].map((b) => `${n} tcp float32 ${b}`)),
+    ...[2, 4].flatMap((n) => ['float32', 'bfloat16'].flatMap((e) => [65536, 262144].map((b) => `${n} shm ${e} ${b}`))),
+    ...['float32', 'bfloat16'].flatMap((e) => [65536, 262144].map((b) => `4 hierarchical ${e} ${b}`)),
+  ].sort());
   for (const r of report.rows) {
-    for (const k of ['busGBps', 'rawStreamGBps', 'rawRingGBps', 'ratioToRawRing', 'ratioToRawStream']) expect(r[k]).toBeGreaterThan(0);
-    expect(r.ratioToRawRing).toBeCloseTo(r.busGBps / r.rawRingGBps, 10);
+    for (const k of ['busGBps', 'memcpyGBps', 'memcpyConcurrentGBps', 'ratioToMemcpy', 'speedupVsTcp']) expect(r[k]).toBeGreaterThan(0);
+    expect(r.transport).toMatch(r.kind === 'tcp' ? /^TCP ring/ : r.kind === 'shm' ? /^shared memory/ : /^hierarchical \(2 groups/);
+    if (r.kind === 'tcp') {
+      for (const k of ['rawStreamGBps', 'rawRingGBps', 'ratioToRawRing', 'ratioToRawStream']) expect(r[k]).toBeGreaterThan(0);
+      expect(r.ratioToRawRing).toBeCloseTo((r.busGBps as number) / (r.rawRingGBps as number), 10);
+      expect(r.speedupVsTcp).toBe(1);
+    }
   }
-});
+  expect(report.command).toMatch(/--nproc 2,4 --sizes-mb 0.0625,0.25 --transports tcp,shm,hierarchical --exchange float32,bfloat16/);
+}, 120_000);

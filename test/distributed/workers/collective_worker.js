@@ -37,7 +37,7 @@ async function check(comm) {
   save(`bcast-${r}.bin`, b);
   const g = await comm.allGather(Float32Array.from([r, 2 * r]));
   await comm.barrier();
-  console.log(`RESULT ${JSON.stringify({ rank: r, worldSize: comm.worldSize, gathered: Array.from(g), cuda: process.env.CUDA_VISIBLE_DEVICES || null })}`);
+  console.log(`RESULT ${JSON.stringify({ rank: r, worldSize: comm.worldSize, gathered: Array.from(g), cuda: process.env.CUDA_VISIBLE_DEVICES || null, transport: comm.transport })}`);
 }
 
 async function loop(comm) {
@@ -45,6 +45,7 @@ async function loop(comm) {
   const L = Number(process.env.TEST_LENGTH || 20000);
   const stopFile = process.env.TEST_STOP_FILE;
   console.log(`PID ${process.pid} rank ${r}`);
+  if (process.env.TEST_PRINT_TRANSPORT) console.log(`TRANSPORT ${comm.transport}`);
   for (let i = 0; ; i++) {
     const x = randomBuffer(7919 * r + i, L);
     await comm.allReduce(x);
