@@ -2,14 +2,13 @@
  * Data-parallel training through the CLI: N workers (the local launcher) end with the weights of one process
  * with the same global batch, with and without ZeRO-1; and a run resumes on another world size.
  */
-import { ChildProcess, spawn, spawnSync } from 'child_process';
+import { ChildProcess, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { openTensorFile } from '../src/io/atomic';
+import { CLI, MICRO_MODEL_YAML, ROOT, checkpointWeights, startCliUntil } from './cli_run';
+import { maxWeightDiff } from './helpers';
 
-const ROOT = path.resolve(__dirname, '..');
-const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 const LR = 1e-2;
 /**
  * AdamW turned into plain SGD through its ordinary hyper-parameters (no test-only optimizer): with betas 0 the
@@ -25,13 +24,7 @@ function config(name: string, microBatch: number, zero: 0 | 1 | 2, nproc: number
   fs.writeFileSync(
     file,
     `model:
-  preset: tiny
-  overrides:
-    imageSize: 32
-    llm: { hiddenSize: 32, numLayers: 2, numHeads: 2, numKvHeads: 2, intermediateSize: 64, maxPositionEmbeddings: 512 }
-    vq: { codebookSize: 64, baseChannels: 8, chMult: [1, 1, 1, 2], zChannels: 8, normGroups: 4, numAttnBlocks: 0 }
-    siglip: { width: 16, depth: 1, numHeads: 2, mlpDim: 32 }
-data:
+${MICRO_MODEL_YAML}data:
   kind: shapeworld
   root: ${path.join(tmp, 'data')}
   synth: { t2i: 40, edit: 24, size: 32, seed: 2 }
@@ -59,25 +52,13 @@ function train(args: string[]): { code: number | null; stderr: string } {
   return { code: r.status, stderr: r.stderr };
 }
 
-async function weights(run: string, step = 6): Promise<Map<string, Float32Array>> {
-  const f = await openTensorFile(path.join(tmp, run, `step-${String(step).padStart(6, '0')}`, 'model.safetensors'));
-  const out = new Map<string, Float32Array>();
-  for (const name of f.entries.keys()) out.set(name, await f.read(name));
-  return out;
-}
+const weights = (run: string, step = 6): Promise<Map<string, Float32Array>> => checkpointWeights(path.join(tmp, run, `step-${String(step).padStart(6, '0')}`));
 
 function losses(run: string): number[] {
   return fs.readFileSync(path.join(tmp, run, 'train_log.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);
 }
 
-function maxDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-  let m = 0;
-  for (const [k, v] of a) {
-    const w = b.get(k)!;
-    for (let i = 0; i < v.length; i++) m = Math.max(m, Math.abs(v[i] - w[i]));
-  }
-  return m;
-}
+const maxDiff = maxWeightDiff;
 
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'janus4o-dp-'));
@@ -160,17 +141,7 @@ test('a worker killed mid-run stops the job: launcher exits non-zero naming the 
   await new Promise((r) => resumed.on('exit', r));
 }, 120_000);
 
-function startUntil(args: string[], pattern: RegExp): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [CLI, 'train', '--no-progress', ...args], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  return new Promise((resolve, reject) => {
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (pattern.test(err)) resolve(child);
-    });
-    child.on('exit', (code) => reject(new Error(`exited ${code} before ${pattern}: ${err}`)));
-  });
-}
+const startUntil = (args: string[], pattern: RegExp): Promise<ChildProcess> => startCliUntil(['train', '--no-progress', ...args], pattern, ROOT);
 
 test('resume across world sizes: 4 ranks with ZeRO-1, stopped, resumed on 2 ranks, equals 6 single-process steps', async () => {
   const cfg4 = config('resize', 2, 1, 4);

@@ -7,10 +7,9 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { openTensorFile } from '../src/io/atomic';
+import { CLI, MICRO_MODEL_YAML, ROOT, checkpointWeights } from './cli_run';
+import { maxWeightDiff } from './helpers';
 
-const ROOT = path.resolve(__dirname, '..');
-const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 const LR = 1e-2;
 const STEPS = 6;
 /** AdamW as plain SGD (see test/dp_train.test.ts): update = LR * g, so gradient errors reach the weights unamplified. */
@@ -20,13 +19,7 @@ let tmp: string;
 function config(name: string, microBatch: number, zero: number, nproc: number, sgdLike: boolean): string {
   const file = path.join(tmp, `${name}.yaml`);
   fs.writeFileSync(file, `model:
-  preset: tiny
-  overrides:
-    imageSize: 32
-    llm: { hiddenSize: 32, numLayers: 2, numHeads: 2, numKvHeads: 2, intermediateSize: 64, maxPositionEmbeddings: 512 }
-    vq: { codebookSize: 64, baseChannels: 8, chMult: [1, 1, 1, 2], zChannels: 8, normGroups: 4, numAttnBlocks: 0 }
-    siglip: { width: 16, depth: 1, numHeads: 2, mlpDim: 32 }
-data:
+${MICRO_MODEL_YAML}data:
   kind: shapeworld
   root: ${path.join(tmp, 'data')}
   synth: { t2i: 40, edit: 24, size: 32, seed: 2 }
@@ -56,21 +49,9 @@ function train(name: string, n: number, zero: number, env: Record<string, string
   return r.stderr;
 }
 
-async function weights(run: string): Promise<Map<string, Float32Array>> {
-  const f = await openTensorFile(path.join(tmp, run, `step-${String(STEPS).padStart(6, '0')}`, 'model.safetensors'));
-  const out = new Map<string, Float32Array>();
-  for (const name of f.entries.keys()) out.set(name, await f.read(name));
-  return out;
-}
+const weights = (run: string): Promise<Map<string, Float32Array>> => checkpointWeights(path.join(tmp, run, `step-${String(STEPS).padStart(6, '0')}`));
 
-function maxDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-  let m = 0;
-  for (const [k, v] of a) {
-    const w = b.get(k)!;
-    for (let i = 0; i < v.length; i++) m = Math.max(m, Math.abs(v[i] - w[i]));
-  }
-  return m;
-}
+const maxDiff = maxWeightDiff;
 
 function losses(run: string): number[] {
   return fs.readFileSync(path.join(tmp, run, 'train_log.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { loss: number }).loss);

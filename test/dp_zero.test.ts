@@ -13,6 +13,7 @@ import { shardRange } from '../src/distributed/layout';
 import { DataParallel, ZeroStage } from '../src/train/data_parallel';
 import { AdamW } from '../src/train/optimizer';
 import { closeAll, localRing } from './distributed/helpers';
+import { maxWeightDiff } from './helpers';
 
 const LR = 1e-2;
 const SHAPES: Record<string, number[]> = { 'a.weight': [37, 5], 'a.bias': [11], 'b.weight': [64, 3], 'norm.weight': [7] };
@@ -86,14 +87,7 @@ async function train(comms: Communicator[], stage: ZeroStage): Promise<Array<Map
   return out;
 }
 
-function maxDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
-  let m = 0;
-  for (const [k, v] of a) {
-    const w = b.get(k)!;
-    for (let i = 0; i < v.length; i++) m = Math.max(m, Math.abs(v[i] - w[i]));
-  }
-  return m;
-}
+const maxDiff = maxWeightDiff;
 
 function identical(ws: Array<Map<string, Float32Array>>): boolean {
   return ws.every((w) => [...w].every(([k, v]) => Buffer.from(v.buffer, v.byteOffset, v.byteLength).equals(Buffer.from(ws[0].get(k)!.buffer, ws[0].get(k)!.byteOffset, ws[0].get(k)!.byteLength))));

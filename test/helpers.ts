@@ -38,3 +38,24 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 export async function values(t: tf.Tensor): Promise<Float32Array> {
   return (await t.data()) as Float32Array;
 }
+
+/** Largest |a - b| over every tensor of two weight maps with the same names (a throws on a missing name). */
+export function maxWeightDiff(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
+  let m = 0;
+  for (const [k, v] of a) {
+    const w = b.get(k);
+    if (!w) throw new Error(`weights differ in names: ${k} is missing on one side`);
+    m = Math.max(m, maxAbsDiff(v, w));
+  }
+  return m;
+}
+
+/** Whether a process with this pid still exists (signal 0 probes without delivering anything). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

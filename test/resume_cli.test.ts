@@ -5,13 +5,13 @@
  * resume that would change its global batch is refused naming the flags; a finished run is reported complete
  * without re-measuring anything.
  */
-import { ChildProcess, spawn, spawnSync } from 'child_process';
+import { ChildProcess, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { CliResult, ROOT, expectCleanExit, runCli, startCliUntil } from './cli_run';
+import { processAlive as alive } from './helpers';
 
-const ROOT = path.resolve(__dirname, '..');
-const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 const MODEL = path.join(ROOT, 'test/fixtures/janus-pro-tiny');
 const DATA = path.join(ROOT, 'test/fixtures/sharegpt4o-tiny');
 let tmp: string;
@@ -44,36 +44,10 @@ backend: wasm
   return file;
 }
 
-function cli(args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: tmp, encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const cli = (args: string[]): CliResult => runCli(args, tmp);
+const expectOk = expectCleanExit;
+const startUntil = (args: string[], pattern: RegExp): Promise<ChildProcess> => startCliUntil(args, pattern, tmp);
 
-function expectOk(r: { code: number | null; stderr: string }): void {
-  if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`);
-  expect(r.stderr).not.toMatch(/\n\s+at |JANUS4O_DEBUG/);
-}
-
-function startUntil(args: string[], pattern: RegExp): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: tmp, stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  return new Promise((resolve, reject) => {
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (pattern.test(err)) resolve(child);
-    });
-    child.on('exit', (code) => reject(new Error(`training exited (${code}) before ${pattern}: ${err}`)));
-  });
-}
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 const final = (run: string, f: string) => fs.readFileSync(path.join(tmp, run, 'step-000008', f));
 const worldOf = (run: string, step: string) => (JSON.parse(fs.readFileSync(path.join(tmp, run, step, 'trainer_state.json'), 'utf8')) as { sampler: { world_size: number } }).sampler.world_size;

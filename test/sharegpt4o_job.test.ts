@@ -5,15 +5,14 @@
  * types; test/fixtures/sharegpt4o-tiny). Training learns, a SIGKILLed run resumes bit-identical, two workers
  * match one process, and the exported folder loads and samples.
  */
-import { ChildProcess, spawn, spawnSync } from 'child_process';
+import { ChildProcess, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { CliResult, ROOT, expectCleanExit, runCli, startCliUntil } from './cli_run';
 import { openTensorFile } from '../src/io/atomic';
 import { SIDE_FILES } from '../src/io/model_folder';
 
-const ROOT = path.resolve(__dirname, '..');
-const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
 const MODEL = path.join(ROOT, 'test/fixtures/janus-pro-tiny');
 const DATA = path.join(ROOT, 'test/fixtures/sharegpt4o-tiny');
 const LR = 3e-3;
@@ -45,27 +44,9 @@ backend: wasm
   return file;
 }
 
-function cli(args: string[]): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: tmp, encoding: 'utf8' });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-function expectOk(r: { code: number | null; stderr: string }): void {
-  if (r.code !== 0) throw new Error(`exit ${r.code}: ${r.stderr}`);
-  expect(r.stderr).not.toMatch(/\n\s+at |JANUS4O_DEBUG/);
-}
-
-function startUntil(args: string[], pattern: RegExp): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: tmp, stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  return new Promise((resolve, reject) => {
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      if (pattern.test(err)) resolve(child);
-    });
-    child.on('exit', (code) => reject(new Error(`training exited (${code}) before ${pattern}: ${err}`)));
-  });
-}
+const cli = (args: string[]): CliResult => runCli(args, tmp);
+const expectOk = expectCleanExit;
+const startUntil = (args: string[], pattern: RegExp): Promise<ChildProcess> => startCliUntil(args, pattern, tmp);
 
 const exited = (c: ChildProcess) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.on('exit', () => r())));
 

@@ -6,6 +6,7 @@ import { ChildProcess, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { MICRO_MODEL_YAML } from './cli_run';
 
 const ROOT = path.resolve(__dirname, '..');
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
@@ -16,13 +17,7 @@ function writeConfig(name: string, backend: string, extra = ''): string {
   fs.writeFileSync(
     file,
     `model:
-  preset: tiny
-  overrides:
-    imageSize: 32
-    llm: { hiddenSize: 32, numLayers: 2, numHeads: 2, numKvHeads: 2, intermediateSize: 64, maxPositionEmbeddings: 512 }
-    vq: { codebookSize: 64, baseChannels: 8, chMult: [1, 1, 1, 2], zChannels: 8, normGroups: 4, numAttnBlocks: 0 }
-    siglip: { width: 16, depth: 1, numHeads: 2, mlpDim: 32 }
-data:
+${MICRO_MODEL_YAML}data:
   kind: shapeworld
   root: ${path.join(tmp, 'data')}
   heldout: 4

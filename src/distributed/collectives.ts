@@ -178,10 +178,7 @@ export class RingCommunicator implements Communicator {
   }
 
   allGather(local: Float32Array, options: CollectiveOptions = {}): Promise<Float32Array> {
-    checkBuffer(local, 'allGather');
-    const out = new Float32Array(local.length * this.worldSize);
-    out.set(local, local.length * this.rank);
-    return this.allGatherInPlace(out, options);
+    return allGatherThroughInPlace(this, local, options);
   }
 
   broadcast(buf: Float32Array, options: BroadcastOptions = {}): Promise<Float32Array> {
@@ -441,8 +438,16 @@ export class RingCommunicator implements Communicator {
   }
 }
 
-function checkBuffer(buf: Float32Array, name: string): void {
+export function checkBuffer(buf: Float32Array, name: string): void {
   if (!(buf instanceof Float32Array)) throw new TypeError(`${name}: expected a Float32Array`);
+}
+
+/** allGather for any communicator with an in-place all-gather: this rank's block placed at its offset, then gathered. */
+export function allGatherThroughInPlace(comm: Pick<Communicator, 'rank' | 'worldSize' | 'allGatherInPlace'>, local: Float32Array, options: CollectiveOptions = {}): Promise<Float32Array> {
+  checkBuffer(local, 'allGather');
+  const out = new Float32Array(local.length * comm.worldSize);
+  out.set(local, local.length * comm.rank);
+  return comm.allGatherInPlace(out, options);
 }
 
 function hex(v: number): string {

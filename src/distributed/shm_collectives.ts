@@ -33,7 +33,7 @@
  * bytes. Gathers of leaders' partial sums and the leaders' ring stay float32.
  */
 import * as os from 'os';
-import { BroadcastOptions, CollectiveOptions, Communicator, DEFAULT_OP_TIMEOUT_MS, ReduceOptions, RingCommunicator } from './collectives';
+import { BroadcastOptions, CollectiveOptions, Communicator, DEFAULT_OP_TIMEOUT_MS, ReduceOptions, RingCommunicator, allGatherThroughInPlace, checkBuffer } from './collectives';
 import { DistributedError, Logger } from './errors';
 import { fingerprint32 } from './framing';
 import { bucketCount, mod, pieceRange, Range, referenceAllReduce, shardRange } from './layout';
@@ -164,10 +164,7 @@ export class ShmCommunicator implements Communicator {
   }
 
   allGather(local: Float32Array, options: CollectiveOptions = {}): Promise<Float32Array> {
-    checkBuffer(local, 'allGather');
-    const out = new Float32Array(local.length * this.worldSize);
-    out.set(local, local.length * this.rank);
-    return this.allGatherInPlace(out, options);
+    return allGatherThroughInPlace(this, local, options);
   }
 
   broadcast(buf: Float32Array, options: BroadcastOptions = {}): Promise<Float32Array> {
@@ -478,8 +475,4 @@ export function referenceHierarchicalAllReduce(inputs: Float32Array[], groups: n
 function divideInPlace(buf: Float32Array, divisor: number): void {
   const n = buf.length;
   for (let i = 0; i < n; i++) buf[i] = buf[i] / divisor;
-}
-
-function checkBuffer(buf: Float32Array, name: string): void {
-  if (!(buf instanceof Float32Array)) throw new TypeError(`${name}: expected a Float32Array`);
 }

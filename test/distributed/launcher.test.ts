@@ -5,6 +5,7 @@ import * as path from 'path';
 import { deviceList, launch, report, WorkerRecord } from '../../src/distributed/launcher';
 import { parseLaunchArgs } from '../../src/distributed/cli';
 import { buildDistModule, Proc, startNode, WORKERS_DIR } from './helpers';
+import { processAlive as alive } from '../helpers';
 
 const WORKER = path.join(WORKERS_DIR, 'collective_worker.js');
 let distDir: string;
@@ -16,14 +17,6 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function startLauncher(nproc: number, mode: string, extra: Record<string, string> = {}): Proc {
   return startNode(path.join(distDir, 'cli.js'), ['--nproc', String(nproc), '--grace-ms', '3000', '--', WORKER, mode], {

@@ -8,6 +8,7 @@ import * as path from 'path';
 import { launch } from '../../src/distributed/launcher';
 import { DEFAULT_SHM_DIR, segmentPrefix } from '../../src/distributed/shm';
 import { buildDistModule, Proc, startNode, WORKERS_DIR } from './helpers';
+import { processAlive as alive } from '../helpers';
 
 const WORKER = path.join(WORKERS_DIR, 'collective_worker.js');
 const JOB_SECRET = `shm-kill-test-${process.pid}-0123456789`;
@@ -20,14 +21,6 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Every janus4o file in /dev/shm (any job). */
 function shmFiles(): string[] {
