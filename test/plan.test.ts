@@ -6,6 +6,7 @@ import * as path from 'path';
 import { referenceStepFlops } from '../src/bench/flops';
 import { presetConfig } from '../src/model/config';
 import { JobShape, Throughput, trainingPlan } from '../src/model/plan';
+import { loadTrainConfig } from '../src/train/config';
 
 const ROOT = path.resolve(__dirname, '..');
 const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
@@ -61,6 +62,20 @@ describe('acceptance: janus4o plan --nproc 8 --gpu-memory 80 --json', () => {
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
     }
+  });
+});
+
+describe.each([
+  ['configs/janus4o.yaml', 'janus-pro-7b'],
+  ['configs/janus4o-1b.yaml', 'janus-pro-1b'],
+] as const)('%s', (file, preset) => {
+  test(`its ZeRO stage, checkpointing and micro-batch fit 8 x 80 GB by the plan, with the paper's 64 samples a step`, () => {
+    const c = loadTrainConfig(path.join(ROOT, file));
+    expect(c.distributed.nproc * c.train.micro_batch * c.train.grad_accum).toBe(64);
+    const pin = { zeroStage: c.distributed.zero_stage as 0 | 1 | 2, activationCheckpointing: c.train.activation_checkpointing, microBatch: c.train.micro_batch };
+    const p = trainingPlan(presetConfig(preset), { ...JOB, nproc: c.distributed.nproc }, T, flops, pin);
+    expect(p.settings).toHaveLength(1);
+    expect(p.settings[0].fits).toBe(true);
   });
 });
 
