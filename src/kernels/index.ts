@@ -3,10 +3,12 @@
  * backend initialises (see ../backend.ts):
  *  - wasm: Conv2DBackpropFilter (missing), Conv2DBackpropInput (stock is a scalar loop), BatchMatMul (stock
  *    uses XNNPACK only for untransposed unbatched products), UnsortedSegmentSum (missing);
- *    Identity and same-dtype Cast share their input's bytes instead of copying them;
+ *    Identity and same-dtype Cast share their input's bytes instead of copying them; Conv2D, and with it all of
+ *    the above products, run on the native sgemm when its addon is loaded (./native.ts), else on XNNPACK;
  *  - cpu: UnsortedSegmentSum (stock is O(numSegments * N * D)).
  */
 import { registerWasmBatchMatMul } from './batch_mat_mul';
+import { registerWasmConv2D } from './conv2d';
 import { registerWasmConv2DBackpropFilter } from './conv2d_backprop_filter';
 import { registerWasmConv2DBackpropInput } from './conv2d_backprop_input';
 import { registerUnsortedSegmentSum } from './unsorted_segment_sum';
@@ -26,6 +28,7 @@ export function registerTrainingKernels(): void {
   require('@tensorflow/tfjs-backend-wasm');
   registerUnsortedSegmentSum();
   registerWasmBatchMatMul();
+  registerWasmConv2D();
   registerWasmConv2DBackpropFilter();
   registerWasmConv2DBackpropInput();
   registerWasmZeroCopy();
