@@ -42,9 +42,11 @@ async function main(): Promise<void> {
     k.ms += c.ms;
     k.calls++;
     byKernel.set(c.kernel, k);
-    if (c.kernel === 'BatchMatMul') {
+    if (['BatchMatMul', 'Multiply', 'Add', 'Sum', 'GatherV2', 'Exp', 'Sub'].includes(c.kernel)) {
       const a = c.attrs as { transposeA?: boolean; transposeB?: boolean };
-      const key = `${JSON.stringify(c.inputs.a)}${a.transposeA ? 'T' : ''} x ${JSON.stringify(c.inputs.b)}${a.transposeB ? 'T' : ''}`;
+      const key = c.kernel === 'BatchMatMul'
+        ? `${JSON.stringify(c.inputs.a)}${a.transposeA ? 'T' : ''} x ${JSON.stringify(c.inputs.b)}${a.transposeB ? 'T' : ''}`
+        : `${c.kernel} ${Object.values(c.inputs).map((x) => JSON.stringify(x)).join(' ')}${c.kernel === 'Sum' ? ` axis ${JSON.stringify((c.attrs as { axis?: unknown }).axis)}` : ''}`;
       const s = byShape.get(key) ?? { ms: 0, calls: 0 };
       s.ms += c.ms;
       s.calls++;
@@ -56,8 +58,8 @@ async function main(): Promise<void> {
   for (const [k, v] of [...byKernel].sort((x, y) => y[1].ms - x[1].ms).slice(0, 25)) {
     console.log(`${k.padEnd(24)} ${(v.ms / steps).toFixed(2).padStart(8)} ms/step  ${(v.calls / steps).toFixed(0).padStart(5)} calls/step`);
   }
-  console.log('BatchMatMul by shape:');
-  for (const [k, v] of [...byShape].sort((x, y) => y[1].ms - x[1].ms).slice(0, 15)) {
+  console.log('by shape (BatchMatMul, Multiply, Add, Sum, GatherV2, Exp, Sub):');
+  for (const [k, v] of [...byShape].sort((x, y) => y[1].ms - x[1].ms).slice(0, Number(process.env.PROFILE_ROWS ?? '30'))) {
     console.log(`  ${k.padEnd(40)} ${(v.ms / steps).toFixed(2).padStart(8)} ms/step  ${(v.calls / steps).toFixed(0).padStart(4)} calls/step`);
   }
   opt.dispose();
