@@ -54,6 +54,9 @@ function main() {
     say('native matrix kernels up to date (build/Release/janus4o_native.node)');
     return;
   }
+  // The same rule as test/native_kernels.test.ts: no working C compiler, no native kernels expected.
+  const cc = process.env.CC || 'cc';
+  if (spawnSync(cc, ['--version'], { stdio: 'ignore' }).status !== 0) notBuilt(`no C compiler: \`${cc} --version\` failed`);
   const gyp = findNodeGyp();
   if (!gyp) notBuilt('node-gyp not found');
   const nodedir = findNodeDir();
@@ -65,8 +68,9 @@ function main() {
   fs.writeFileSync(LOG, log);
   if (/\bdownload(ing)?\b.*https?:\/\//i.test(log)) say('warning: node-gyp tried to download something; see build/native-build.log');
   if (r.error || r.status !== 0 || !fs.existsSync(ADDON)) {
-    const missing = /not found: (make|cc|gcc|g\+\+)|command not found|find Python|No such file or directory: '(cc|gcc)'/i.exec(log);
-    const why = r.error ? r.error.message : missing ? `no build toolchain: ${missing[0]}` : `node-gyp exited with ${r.status}`;
+    // The first line that says what went wrong: a compiler error, make's, or node-gyp's own.
+    const first = log.split('\n').find((l) => /error:|make: \*\*\*|gyp ERR! stack Error|not found/i.test(l) && !l.startsWith('gyp info'));
+    const why = r.error ? r.error.message : first ? first.trim().slice(0, 160) : `node-gyp exited with ${r.status}`;
     notBuilt(`${why}; log: build/native-build.log`);
   }
   say('built native matrix kernels (build/Release/janus4o_native.node)');

@@ -74,7 +74,7 @@ function load(): NativeAddon | null {
     return null;
   }
   if (!fs.existsSync(ADDON_PATH)) {
-    loadReason = 'native addon not built (no C compiler at install, or JANUS4O_NATIVE=0 then; `npm run build:native` builds it)';
+    loadReason = 'native addon not built (the install printed why, see build/native-build.log; `npm run build:native` builds it)';
     return null;
   }
   try {
