@@ -10,6 +10,7 @@
 
 #include "gemm.h"
 #include "im2col.h"
+#include "elementwise.h"
 #include "pool.h"
 #include "kernels.h"
 
@@ -174,6 +175,24 @@ static napi_value js_col2im(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* exp(heap, xOff, yOff, n): y = exp(x) on n float32 values. */
+static napi_value js_exp(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  size_t heap_len;
+  uint8_t *heap;
+  int64_t x_off, y_off, n;
+  if (argc != 4 || !get_heap(env, argv[0], &heap, &heap_len) || !get_i64(env, argv[1], &x_off) || !get_i64(env, argv[2], &y_off) ||
+      !get_i64(env, argv[3], &n))
+    return fail(env, "exp: bad arguments");
+  if ((x_off | y_off) & 3) return fail(env, "exp: offsets must be 4-byte aligned");
+  if ((double)x_off + 4.0 * (double)n > (double)heap_len || (double)y_off + 4.0 * (double)n > (double)heap_len)
+    return fail(env, "exp: an operand reaches past the end of the heap");
+  elementwise_exp((const float *)(heap + x_off), (float *)(heap + y_off), n);
+  return NULL;
+}
+
 static napi_value js_set_threads(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -234,6 +253,7 @@ NAPI_MODULE_INIT() {
       {"gemm", NULL, js_gemm, NULL, NULL, NULL, napi_default, NULL},
       {"im2col", NULL, js_im2col, NULL, NULL, NULL, napi_default, NULL},
       {"col2im", NULL, js_col2im, NULL, NULL, NULL, napi_default, NULL},
+      {"exp", NULL, js_exp, NULL, NULL, NULL, napi_default, NULL},
       {"setThreads", NULL, js_set_threads, NULL, NULL, NULL, napi_default, NULL},
       {"threads", NULL, js_threads, NULL, NULL, NULL, napi_default, NULL},
       {"kernel", NULL, js_kernel, NULL, NULL, NULL, napi_default, NULL},

@@ -14,7 +14,7 @@ const path = require('path');
 const ROOT = path.resolve(__dirname, '..');
 const ADDON = path.join(ROOT, 'build', 'Release', 'janus4o_native.node');
 const LOG = path.join(ROOT, 'build', 'native-build.log');
-const SOURCES = ['binding.gyp', ...['addon.c', 'gemm.c', 'gemm.h', 'im2col.c', 'im2col.h', 'kernels.c', 'kernels.h', 'pool.c', 'pool.h'].map((f) => path.join('native', f))];
+const SOURCES = ['binding.gyp', ...['addon.c', 'elementwise.c', 'elementwise.h', 'gemm.c', 'gemm.h', 'im2col.c', 'im2col.h', 'kernels.c', 'kernels.h', 'pool.c', 'pool.h'].map((f) => path.join('native', f))];
 
 function say(line) {
   process.stdout.write(`janus4o-tf: ${line}\n`);

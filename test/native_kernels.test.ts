@@ -220,6 +220,20 @@ describe('native matrix kernels', () => {
     expectNativeMatchesWasm(() => tf.conv2d(T(x) as tf.Tensor4D, T(w) as tf.Tensor4D, 1, 'same', 'NHWC', 2));
   });
 
+  test('exp matches wasm (values over the float range, large arrays split over threads) and its gradient', () => {
+    const x = randArr([3, 70001], 13);
+    const scaled = () => tf.mul(T(x), 40); // [-40, 40]: tiny to huge results, relative error checked per element below
+    const ref = onWasmPath(() => tf.exp(scaled()))[0];
+    const [got] = run(() => tf.exp(scaled()));
+    let worst = 0;
+    for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(got[i] - ref[i]) / Math.abs(ref[i]));
+    expect(worst).toBeLessThan(1e-6);
+    expectNativeMatchesWasm(() => tf.grad((t: tf.Tensor) => tf.sum(tf.exp(t)))(T(randArr([257, 33], 14))));
+    // IEEE special values come out as tf's wasm kernel gives them.
+    const special = () => tf.exp(tf.tensor1d([-Infinity, Infinity, NaN, 0, -1000, 1000, 88.7, -87.3]));
+    expect(Array.from(run(special)[0])).toEqual(Array.from(onWasmPath(special)[0]));
+  });
+
   test('the call counters say which path ran', () => {
     const a = randArr([40, 30], 7);
     const b = randArr([20, 30], 8);
@@ -240,6 +254,7 @@ describe('native matrix kernels', () => {
     const geom = new Int32Array([1, 8, 8, 4, 8, 8, 3, 3, 1, 1, 1, 1, 1, 1]);
     expect(() => addon.im2col(heap, 0, heap.length - 64, 0, 64, geom)).toThrow(/past the end of the heap/);
     expect(() => addon.col2im(heap, heap.length - 64, 0, geom)).toThrow(/past the end of the heap/);
+    expect(() => addon.exp(heap, heap.length - 8, 0, 4)).toThrow(/past the end of the heap/);
   });
 
   test('no tensor leaks through the native path', () => {

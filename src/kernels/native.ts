@@ -23,6 +23,8 @@ export interface NativeAddon {
   im2col(heap: Uint8Array, xOff: number, colsOff: number, row0: number, rows: number, geom: Int32Array): void;
   /** dx = the scatter-add of cols[B*OH*OW, KH*KW*C] into the NHWC input (the inverse data movement of im2col). */
   col2im(heap: Uint8Array, colsOff: number, dxOff: number, geom: Int32Array): void;
+  /** y = exp(x) on n float32 values (glibc's expf, split over the threads). */
+  exp(heap: Uint8Array, xOff: number, yOff: number, n: number): void;
   setThreads(n: number): void;
   threads(): number;
   /** The micro-kernel in use: 'avx512', 'avx2' or 'generic'. */
@@ -80,7 +82,7 @@ function load(): NativeAddon | null {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const mod = require(ADDON_PATH) as NativeAddon;
-    for (const fn of ['gemm', 'im2col', 'col2im', 'setThreads', 'threads', 'kernel', 'setKernel', 'kernels'] as const) {
+    for (const fn of ['gemm', 'im2col', 'col2im', 'exp', 'setThreads', 'threads', 'kernel', 'setKernel', 'kernels'] as const) {
       if (typeof mod[fn] !== 'function') throw new Error(`the addon lacks ${fn}()`);
     }
     mod.setThreads(defaultNativeThreads());
