@@ -76,7 +76,7 @@ function load(): NativeAddon | null {
     return null;
   }
   if (!fs.existsSync(ADDON_PATH)) {
-    loadReason = 'native addon not built (the install printed why, see build/native-build.log; `npm run build:native` builds it)';
+    loadReason = 'native addon not built (the install printed why; `npm run build:native` builds it and logs to build/native-build.log)';
     return null;
   }
   try {
