@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import './gradients';
 import * as path from 'path';
 import { registerTrainingKernels } from './kernels';
+import { describeMatrixKernels } from './kernels/native';
 
 export type BackendName = 'auto' | 'tensorflow' | 'wasm' | 'cpu';
 export const BACKEND_NAMES: readonly BackendName[] = ['auto', 'tensorflow', 'wasm', 'cpu'];
@@ -82,8 +83,9 @@ const logToStderr: BackendLogger = (line) => {
 };
 
 /**
- * Selects and initialises a backend and logs one line saying which and why the faster ones were skipped
- * (`backend: wasm (skipped: @tensorflow/tfjs-node-gpu - ...)`), on stderr by default; pass `() => undefined` to
+ * Selects and initialises a backend and logs one line saying which and why the faster ones were skipped, and on
+ * wasm which matrix kernels run (`backend: wasm (skipped: @tensorflow/tfjs-node-gpu - ...); matrix kernels:
+ * native sgemm (avx512, 2 threads)`), on stderr by default; pass `() => undefined` to
  * silence it. Idempotent for the same request; switching between wasm and cpu in one process is allowed
  * (tests compare them).
  */
@@ -117,7 +119,9 @@ export async function initBackend(request: BackendName = 'auto', log: BackendLog
   const gpu = name === 'tensorflow' && Boolean((tf.backend() as unknown as { isUsingGpuDevice?: boolean }).isUsingGpuDevice);
   current = { name, skipped, gpu };
   const why = skipped.length ? ` (skipped: ${skipped.map((s) => `${s.candidate} - ${s.reason}`).join('; ')})` : '';
-  log(`backend: ${name}${gpu ? ' (GPU)' : ''}${why}`);
+  // On wasm the matrix products run natively when the addon is there; say which, and why when not.
+  const matrix = name === 'wasm' ? `; ${describeMatrixKernels()}` : '';
+  log(`backend: ${name}${gpu ? ' (GPU)' : ''}${why}${matrix}`);
   return current;
 }
 

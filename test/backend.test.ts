@@ -9,7 +9,7 @@ describe('backend selection', () => {
     expect(choice.name).toBe('wasm');
     expect(choice.skipped.map((s) => s.candidate)).toEqual(['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']);
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^backend: wasm \(skipped: @tensorflow\/tfjs-node-gpu - .+; @tensorflow\/tfjs-node - .+\)$/);
+    expect(lines[0]).toMatch(/^backend: wasm \(skipped: @tensorflow\/tfjs-node-gpu - .+; @tensorflow\/tfjs-node - .+\); matrix kernels: .+$/);
     expect(tf.getBackend()).toBe('wasm');
     expect(currentBackend()).toEqual(choice);
   });

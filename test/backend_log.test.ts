@@ -25,7 +25,8 @@ describe('initBackend logging', () => {
     await initBackend('auto');
     const lines = err.mock.calls.map((c) => String(c[0]));
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^backend: wasm \(skipped: @tensorflow\/tfjs-node-gpu - .+; @tensorflow\/tfjs-node - .+\)\n$/);
+    // ... and which matrix kernels run: the native sgemm, or the wasm ones with the reason.
+    expect(lines[0]).toMatch(/^backend: wasm \(skipped: @tensorflow\/tfjs-node-gpu - .+; @tensorflow\/tfjs-node - .+\); matrix kernels: (native sgemm \((avx512|avx2|generic), \d+ threads?\)|wasm \(.+\))\n$/);
   });
 
   test('a no-op logger silences it; a custom one receives the line', async () => {

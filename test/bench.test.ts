@@ -33,7 +33,7 @@ describe('janus4o bench', () => {
 
   test('a --quick run reports every section with finite figures', () => {
     const r = report;
-    expect(r.schema).toBe('janus4o-bench/1');
+    expect(r.schema).toBe('janus4o-bench/2');
     expect(r.quick).toBe(true);
     expect(r.backend).toEqual({ name: 'wasm', wasmThreads: 1 });
     const bad = [
@@ -51,6 +51,16 @@ describe('janus4o bench', () => {
       ...nonPositive(r as unknown as Record<string, unknown>, ['peakRssMiB', 'seconds'], 'report'),
     ];
     expect(bad).toEqual([]);
+    // The native section: the plain wasm figures always; the native ones when the addon is in use.
+    expect(positive(r.native.wasm.referenceStep.msPerStep) && positive(r.native.wasm.sgemm.peakGflops)).toBe(true);
+    if (r.native.status.active) {
+      expect(r.native.nativeKernels).toContain('BatchMatMul');
+      expect(positive(r.native.peakGflops)).toBe(true);
+      expect((r.native.referenceStep as { threads1: { msPerStep: number } }).threads1.msPerStep).toBeGreaterThan(0);
+    } else {
+      expect(r.native.nativeKernels).toEqual([]);
+      expect((r.native.sgemm as { skipped: string }).skipped).toMatch(/not in use/);
+    }
     // The reference step trains exactly the parameters of torch_ref_bench.py's model.
     expect(r.referenceStep.params).toBe(3_749_888);
     expect(r.referenceStep.tensorGrowth).toBe(0);
@@ -72,7 +82,7 @@ describe('janus4o bench', () => {
 
   test('the --pretty table names every section', () => {
     const table = formatReport(report);
-    for (const label of ['sgemm peak', 'reference step', 'cpu backend', 'PyTorch', 'generation', 'VQ tiny', 'VQ janus-pro-1b', 'VQ train step', 'prepare', 'all-reduce', 'cpu fallback: generation', 'peak RSS']) {
+    for (const label of ['sgemm peak', 'native kernels', 'wasm kernels only', 'reference step', 'cpu backend', 'PyTorch', 'generation', 'VQ tiny', 'VQ janus-pro-1b', 'VQ train step', 'prepare', 'all-reduce', 'cpu fallback: generation', 'peak RSS']) {
       expect(table).toContain(label);
     }
   });

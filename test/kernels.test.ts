@@ -276,6 +276,27 @@ describe('gradients through tf.grad on wasm match cpu', () => {
   });
 });
 
+describe('wasm GatherV2 (whole rows per memmove)', () => {
+  const cases: [string, number[], number[], number][] = [
+    ['embedding rows, axis 0', [50, 40], [7, 0, 49, 7, 3], 0],
+    ['axis 1 of rank 3, rows of 16', [3, 9, 16], [8, 0, 4], 1],
+    ['narrow rows (typed-array loop), 2-D indices', [20, 3], [1, 19, 5, 5, 0, 2], 0],
+    ['last axis (inner 1)', [4, 6], [5, 0, 2], 1],
+  ];
+  test.each(cases)('%s matches cpu', async (_name, shape, ids, axis) => {
+    const x = randArr(shape, 90);
+    const idx = _name.includes('2-D') ? tf.tensor2d(ids, [2, 3], 'int32') : tf.tensor1d(ids, 'int32');
+    await expectSameOnBoth(() => tf.gather(T(x), idx.clone(), axis), 1e-12);
+    idx.dispose();
+  });
+
+  test('int32 values and its gradient (UnsortedSegmentSum) match cpu', async () => {
+    await expectSameOnBoth(() => tf.cast(tf.gather(tf.tensor2d([1, 2, 3, 4, 5, 6], [3, 2], 'int32'), tf.tensor1d([2, 0, 2], 'int32')), 'float32'), 1e-12);
+    const x = randArr([10, 24], 91);
+    await expectSameOnBoth(() => tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.gather(t, tf.tensor1d([1, 9, 1, 4], 'int32')), 1.5)))(T(x)));
+  });
+});
+
 describe('UnsortedSegmentSum', () => {
   function reference(x: Arr, ids: number[], numSegments: number): Float32Array {
     const inner = x.values.length / ids.length;

@@ -15,13 +15,28 @@ export function formatReport(r: BenchReport): string {
   const s = r.referenceStep;
   add('reference step', `${f(s.msPerStep, 0)} ms/step (CPU ${f(s.cpuMsPerStep, 0)} ms), ${f(s.tokensPerSecond, 0)} tokens/s [${s.batch} x (${s.textLen}+${s.imageLen}), ${s.params} params]`);
   add('  model FLOPs', `${f(s.modelFlopsPerStep / 1e9, 2)} GFLOP/step, ${f(s.modelGflopsPerSecond)} GFLOP/s = ${f(100 * s.fractionOfSgemmPeak, 0)}% of sgemm peak`);
+  const nat = r.native;
+  const calls = Object.entries(nat.kernelCalls).map(([k, c]) => `${k} ${c.native}/${c.native + c.wasm}`).join(', ');
+  add('native kernels', nat.status.active ? `${nat.status.kernel}, ${nat.status.threads} thread(s); native calls / all: ${calls || 'none'}` : `not in use: ${nat.status.reason}`);
+  if (!isSkipped(nat.sgemm)) {
+    const pts = (x: typeof r.sgemm) => x.points.map((p) => `${p.m}x${p.k}x${p.n}: ${f(p.gflops)}`).join(', ');
+    add('native sgemm peak', `${f(nat.peakGflops ?? NaN)} GFLOP/s; 1 thread ${f(nat.sgemm.threads1.peakGflops)} (${pts(nat.sgemm.threads1)}); 2 threads ${f(nat.sgemm.threads2.peakGflops)} (${pts(nat.sgemm.threads2)})`);
+  }
+  add('wasm sgemm peak', `${f(nat.wasm.sgemm.peakGflops)} GFLOP/s (native kernels off)`);
+  const stepLine = (x: { msPerStep: number; cpuMsPerStep: number; tokensPerSecond: number }) => `${f(x.msPerStep, 0)} ms/step (CPU ${f(x.cpuMsPerStep, 0)} ms), ${f(x.tokensPerSecond, 0)} tokens/s`;
+  if (!isSkipped(nat.referenceStep)) {
+    add('  native, 1 thread', stepLine(nat.referenceStep.threads1));
+    add('  native, 2 threads', stepLine(nat.referenceStep.threads2));
+  }
+  add('  wasm kernels only', stepLine(nat.wasm.referenceStep));
   const c = r.cpuBackend.referenceStep;
   add('  cpu backend', `${f(c.msPerStep, 0)} ms/step, ${f(c.tokensPerSecond, 1)} tokens/s; wasm is ${f(r.cpuBackend.wasmSpeedup)}x faster`);
   if (isSkipped(r.torch)) add('  PyTorch', `skipped: ${r.torch.skipped}`);
   else {
     for (const [k, t] of [['1 thread', r.torch.threads1], ['2 threads', r.torch.threads2]] as const) {
       const ratio = k === '1 thread' ? r.torch.ratio.threads1 : r.torch.ratio.threads2;
-      add(`  PyTorch ${k}`, isSkipped(t) ? `skipped: ${t.skipped}` : `${f(t.msPerStep, 0)} ms/step, ${f(t.tokensPerSecond, 0)} tokens/s; ours / PyTorch = ${f(ratio ?? NaN, 2)}x`);
+      const wr = k === '1 thread' ? r.torch.wasmRatio.threads1 : r.torch.wasmRatio.threads2;
+      add(`  PyTorch ${k}`, isSkipped(t) ? `skipped: ${t.skipped}` : `${f(t.msPerStep, 0)} ms/step, ${f(t.tokensPerSecond, 0)} tokens/s; ours (same threads) / PyTorch = ${f(ratio ?? NaN, 2)}x, wasm kernels only ${f(wr ?? NaN, 2)}x`);
     }
   }
   const g = r.generation;

@@ -17,6 +17,8 @@ import { benchPrepare, PrepareResult } from './prepare';
 import { fallbackReport, WorkloadKernels } from './fallback';
 import { runTorchBench, TorchResult } from './torch';
 import { prepareWasmThreads } from './wasm_threads';
+import { NativeSection, benchNative } from './native';
+import { kernelCallCounts, resetKernelCallCounts, setNativeEnabled } from '../kernels/native';
 import { Skipped, isSkipped, peakRssMiB } from './util';
 import type { AllReduceBenchReport } from '../distributed';
 
@@ -45,17 +47,26 @@ export interface ReferenceStepReport extends ReferenceStepResult {
 export interface TorchComparison {
   threads1: TorchResult | Skipped;
   threads2: TorchResult | Skipped;
-  /** Our wasm tokens/s over PyTorch's, per PyTorch thread count. */
+  /**
+   * Our tokens/s over PyTorch's at the same thread count: the native kernels on 1 and 2 threads when they are in
+   * use (native.referenceStep), else the wasm step (referenceStep).
+   */
   ratio: { threads1: number | null; threads2: number | null };
+  /** The same on the plain wasm kernels (native.wasm.referenceStep), for both PyTorch thread counts. */
+  wasmRatio: { threads1: number | null; threads2: number | null };
 }
 
 export interface BenchReport {
-  schema: 'janus4o-bench/1';
+  schema: 'janus4o-bench/2';
   quick: boolean;
   machine: { cpus: number; cpuModel: string; node: string; platform: string; loadAverageStart: number[]; loadAverageEnd: number[] };
   backend: { name: string; wasmThreads: number };
+  /** tf.matMul with the kernels in use (the native sgemm on its default threads when loaded). */
   sgemm: SgemmResult;
+  /** The reference step with the kernels in use. */
   referenceStep: ReferenceStepReport;
+  /** Native kernels: which ran, sgemm and reference step on 1 and 2 threads, and the plain wasm figures. */
+  native: NativeSection;
   cpuBackend: { referenceStep: ReferenceStepResult & { batch: number; steps: number }; wasmSpeedup: number };
   torch: TorchComparison | Skipped;
   generation: GenerationResult;
@@ -87,11 +98,15 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchReport> {
   const threadsReady = prepareWasmThreads(threads);
   await initBackend('wasm');
   const wasmThreads = threadsReady();
+  // The threaded wasm build's heap is a SharedArrayBuffer and its XNNPACK threads would compete with ours.
+  if (wasmThreads > 1) setNativeEnabled(false);
+  resetKernelCallCounts();
+  const sgemmSizes: [number, number, number][] = quick ? [[256, 256, 256]] : [[512, 512, 512], [768, 256, 704], [1024, 1024, 1024]];
 
   log('sgemm');
-  const sgemm = await benchSgemm({ sizes: quick ? [[256, 256, 256]] : [[512, 512, 512], [768, 256, 704], [1024, 1024, 1024]], reps: quick ? 2 : 5 });
+  const sgemm = await benchSgemm({ sizes: sgemmSizes, reps: quick ? 2 : 5 });
 
-  log('reference step (wasm)');
+  log('reference step (kernels in use)');
   const batch = quick ? 2 : REFERENCE_SHAPE.batch;
   const steps = quick ? 1 : 5;
   const ref = await benchReferenceStep({ steps, warmup: quick ? 1 : 2, batch });
@@ -108,14 +123,20 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchReport> {
     fractionOfSgemmPeak: gflops / sgemm.peakGflops,
   };
 
+  const native = await benchNative({ sizes: sgemmSizes, reps: quick ? 2 : 5, steps, warmup: quick ? 1 : 2, batch }, log);
+
   let torch: TorchComparison | Skipped = { skipped: 'run with --compare-torch' };
   if (opts.compareTorch) {
     log('PyTorch reference step (1 and 2 threads)');
     const tsteps = quick ? 3 : 7;
     const t1 = await runTorchBench(cfg, 1, { script: opts.torchScript, steps: tsteps });
     const t2 = await runTorchBench(cfg, 2, { script: opts.torchScript, steps: tsteps });
-    const ratio = (t: TorchResult | Skipped) => (isSkipped(t) ? null : ref.tokensPerSecond / t.tokensPerSecond);
-    torch = { threads1: t1, threads2: t2, ratio: { threads1: ratio(t1), threads2: ratio(t2) } };
+    const ratio = (ours: number, t: TorchResult | Skipped) => (isSkipped(t) ? null : ours / t.tokensPerSecond);
+    const n = native.referenceStep;
+    const ours1 = isSkipped(n) ? ref.tokensPerSecond : n.threads1.tokensPerSecond;
+    const ours2 = isSkipped(n) ? ref.tokensPerSecond : n.threads2.tokensPerSecond;
+    const w = native.wasm.referenceStep.tokensPerSecond;
+    torch = { threads1: t1, threads2: t2, ratio: { threads1: ratio(ours1, t1), threads2: ratio(ours2, t2) }, wasmRatio: { threads1: ratio(w, t1), threads2: ratio(w, t2) } };
   }
 
   log('generation');
@@ -150,13 +171,16 @@ export async function runBench(opts: BenchOptions = {}): Promise<BenchReport> {
     allreduce = await allreduceSection(quick);
   }
 
+  // Over the whole run (training, generation, VQ): which kernels took the native path.
+  const kernelCalls = kernelCallCounts();
   return {
-    schema: 'janus4o-bench/1',
+    schema: 'janus4o-bench/2',
     quick,
     machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', node: process.version, platform: `${os.platform()} ${os.release()}`, loadAverageStart, loadAverageEnd: os.loadavg() },
     backend: { name: tf.getBackend(), wasmThreads },
     sgemm,
     referenceStep,
+    native: { ...native, kernelCalls, nativeKernels: Object.keys(kernelCalls).filter((k) => kernelCalls[k].native > 0).sort() },
     cpuBackend: { referenceStep: { ...cpuRef, batch, steps: cpuSteps }, wasmSpeedup: cpuRef.msPerStep / ref.msPerStep },
     torch,
     generation,

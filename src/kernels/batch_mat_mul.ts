@@ -6,6 +6,9 @@
  * (one XNNPACK call), and true batched products run one XNNPACK call per batch on zero-copy heap views, with
  * full numpy-style broadcasting of the batch dims. Tiny per-batch products use a JS loop, where XNNPACK's
  * per-call operator creation would dominate.
+ * When the native addon is loaded (./native.ts), float32 products go to its sgemm instead, in place on the heap:
+ * it reads transposed and broadcast operands through strides, so nothing is materialised. The XNNPACK path above
+ * stays as the fallback and for products with a handful of rows and a shared untransposed b (KV-cached decoding).
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
@@ -20,9 +23,17 @@ import {
   weightId,
   xnnMatMul,
 } from './wasm_util';
+import { NativeAddon, countKernelCall, nativeAddon } from './native';
 
 /** Below this many multiply-adds per batch entry, a JS loop beats creating an XNNPACK operator per entry. */
 const TINY_MACS = 2048;
+
+/**
+ * Untransposed products with a shared b and fewer rows than this stay on XNNPACK even with the native addon:
+ * XNNPACK keeps each weight's packed copy across calls, which pays when the same weights meet a few rows per
+ * call (KV-cached decoding: one row per CFG branch and token).
+ */
+const NATIVE_MIN_ROWS = 16;
 
 let stockKernel: tf.KernelConfig | undefined;
 
@@ -82,12 +93,33 @@ function jsBatchMatMul(av: Float32Array, bv: Float32Array, out: Float32Array, p:
   }
 }
 
+function heapOffset(backend: WasmBackendLike, t: tf.TensorInfo): number {
+  return backend.dataIdMap.get(t.dataId).memoryOffset;
+}
+
+/** The product on the native sgemm, reading a and b where they lie (transposed or broadcast) and writing out in place. */
+function nativeBatchMatMul(native: NativeAddon, backend: WasmBackendLike, a: tf.TensorInfo, b: tf.TensorInfo, p: Product, outShape: number[], batchA: number, batchB: number): tf.TensorInfo {
+  const out = backend.makeOutput(outShape, 'float32');
+  // The heap only after the last allocation (malloc may grow the memory and detach older views).
+  const heap = backend.wasm.HEAPU8;
+  if (batchB === 1 && !p.transposeA) {
+    // a's batch entries are consecutive [m, k] blocks: one product with batchA * m rows (bigger blocks, one call).
+    native.gemm(heap, 1, batchA * p.m, p.n, p.k, heapOffset(backend, a), heapOffset(backend, b), heapOffset(backend, out), false, p.transposeB, null, null, false);
+  } else {
+    native.gemm(heap, p.aIdx.length, p.m, p.n, p.k, heapOffset(backend, a), heapOffset(backend, b), heapOffset(backend, out), p.transposeA, p.transposeB, p.aIdx, p.bIdx, false);
+  }
+  return out;
+}
+
 function batchMatMul(args: KernelArgs): tf.TensorInfo {
   const backend = args.backend as WasmBackendLike;
   const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
   const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
   // Non-float matmuls are not ours to speed up; the stock kernel gives its usual error.
-  if (a.dtype !== 'float32' || b.dtype !== 'float32') return stockKernel!.kernelFunc(args as never) as tf.TensorInfo;
+  if (a.dtype !== 'float32' || b.dtype !== 'float32') {
+    countKernelCall('BatchMatMul', false);
+    return stockKernel!.kernelFunc(args as never) as tf.TensorInfo;
+  }
   const ar = a.shape.length;
   const br = b.shape.length;
   const m = transposeA ? a.shape[ar - 1] : a.shape[ar - 2];
@@ -115,6 +147,13 @@ function batchMatMul(args: KernelArgs): tf.TensorInfo {
     aIdx: broadcastIndex(outer, outerA),
     bIdx: broadcastIndex(outer, outerB),
   };
+  const native = nativeAddon();
+  const rows = batchB === 1 && !transposeA ? batchA * m : m;
+  if (native && (transposeA || transposeB || batchB > 1 || rows >= NATIVE_MIN_ROWS)) {
+    countKernelCall('BatchMatMul', true);
+    return nativeBatchMatMul(native, backend, a, b, product, outShape, batchA, batchB);
+  }
+  countKernelCall('BatchMatMul', false);
   if (batchB > 1 && m * k * n < TINY_MACS) {
     const out = backend.makeOutput(outShape, 'float32');
     jsBatchMatMul(f32(backend, a), f32(backend, b), f32(backend, out), product);

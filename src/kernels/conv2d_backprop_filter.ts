@@ -5,8 +5,11 @@
  * product colsT @ dy whose [KH*KW*C, O] result is the filter gradient in tf's layout with no further copies.
  * Handles stride, dilation (an optional `dilations` attr; tf's own op never passes one) and same/valid/explicit
  * (asymmetric) padding via computeConv2DInfo. NHWC only, like the stock wasm Conv2D.
+ * With the native addon loaded, ./native_conv.ts does the same lowering in C (this JS path is the fallback).
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { countKernelCall, nativeAddon } from './native';
+import { nativeConv2DBackpropFilter } from './native_conv';
 import { KernelArgs, WasmBackendLike, convInfoFor, f32, idOf, releaseView, weightId, xnnMatMul } from './wasm_util';
 
 /** Fills colsT[K, N] (K = KH*KW*C, N = B*OH*OW); out-of-image taps are zero padding. */
@@ -56,6 +59,12 @@ function conv2DBackpropFilter(args: KernelArgs): tf.TensorInfo {
   }
   const N = B * OH * OW;
   const K = info.filterHeight * info.filterWidth * info.inChannels;
+  const native = nativeAddon();
+  if (native && N > 0 && K > 0 && O > 0) {
+    countKernelCall('Conv2DBackpropFilter', true);
+    return nativeConv2DBackpropFilter(native, backend, x, dy, filterShape, info);
+  }
+  countKernelCall('Conv2DBackpropFilter', false);
   const out = backend.makeOutput(filterShape, 'float32');
   if (N === 0 || K === 0 || O === 0) {
     f32(backend, out).fill(0);

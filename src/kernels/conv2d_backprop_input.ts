@@ -6,8 +6,12 @@
  *  - anything else (stride > 1, dilation, pads larger than the kernel): cols[n, (kh,kw,c)] = dy[n,:] @ W[:,..]^T
  *    as one XNNPACK product, then col2im scatter-adds each column patch into dx in JS.
  * Which one is faster for a shape was measured (scripts/kernel_bench.ts); see `strategyFor`.
+ * With the native addon loaded, the registered kernel runs ./native_conv.ts instead (product and col2im in C);
+ * these two stay as the fallback and remain selectable for tests and benchmarks.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { countKernelCall, nativeAddon } from './native';
+import { nativeConv2DBackpropInput } from './native_conv';
 import { KernelArgs, WasmBackendLike, convInfoFor, f32, idOf, runWasmKernel, transposeLast2, xnnMatMul } from './wasm_util';
 
 export type BackpropInputStrategy = 'conv' | 'col2im';
@@ -88,7 +92,10 @@ function viaCol2im(backend: WasmBackendLike, dy: tf.TensorInfo, filter: tf.Tenso
   return dx;
 }
 
-/** Exposed for the benchmark and tests; `strategy` forces a formulation (the conv one only where it applies). */
+/**
+ * Exposed for the benchmark and tests; `strategy` forces a wasm formulation (the conv one only where it applies),
+ * without it the native kernel runs when loaded.
+ */
 export function conv2DBackpropInputWith(args: KernelArgs, strategy?: BackpropInputStrategy): tf.TensorInfo {
   const backend = args.backend as WasmBackendLike;
   const { dy, filter } = args.inputs as { dy: tf.TensorInfo; filter: tf.TensorInfo };
@@ -103,6 +110,9 @@ export function conv2DBackpropInputWith(args: KernelArgs, strategy?: BackpropInp
     f32(backend, dx).fill(0);
     return dx;
   }
+  const native = strategy === undefined ? nativeAddon() : null;
+  countKernelCall('Conv2DBackpropInput', native !== null);
+  if (native) return nativeConv2DBackpropInput(native, backend, dy, filter, info);
   const chosen = strategy ?? strategyFor(info);
   if (chosen === 'conv' && strategyFor(info) !== 'conv') throw new Error('Conv2DBackpropInput: the conv formulation does not apply to this shape');
   return chosen === 'conv' ? viaConv(backend, dy, filter, info) : viaCol2im(backend, dy, filter, info);
