@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "janus4o_shm",
+      "sources": ["native/shm_map.c"],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags_c": ["-std=gnu11", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}
