@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /*
- * Builds the optional native matrix kernels (native/*.c -> build/Release/janus4o_native.node) with node-gyp, as
+ * Builds the optional native parts with node-gyp (native/*.c -> build/Release/janus4o_native.node, the matrix
+ * kernels, and janus4o_shm.node, the shared mappings of the intra-node transport), as
  * the package's `install` script. It never fails the install: without a compiler, Python or Node's headers the
  * library runs the plain wasm kernels, so this prints one line saying why and exits 0. No download: node-gyp
  * is pointed at the headers of the running Node (the nodejs package's /usr/include/node on Debian), and the
@@ -12,9 +13,9 @@ const fs = require('fs');
 const path = require('path');
 
 const ROOT = path.resolve(__dirname, '..');
-const ADDON = path.join(ROOT, 'build', 'Release', 'janus4o_native.node');
+const ADDONS = ['janus4o_native.node', 'janus4o_shm.node'].map((f) => path.join(ROOT, 'build', 'Release', f));
 const LOG = path.join(ROOT, 'build', 'native-build.log');
-const SOURCES = ['binding.gyp', ...['addon.c', 'elementwise.c', 'elementwise.h', 'gemm.c', 'gemm.h', 'im2col.c', 'im2col.h', 'kernels.c', 'kernels.h', 'pool.c', 'pool.h'].map((f) => path.join('native', f))];
+const SOURCES = ['binding.gyp', ...['addon.c', 'elementwise.c', 'elementwise.h', 'gemm.c', 'gemm.h', 'im2col.c', 'im2col.h', 'kernels.c', 'kernels.h', 'pool.c', 'pool.h', 'shm_map.c'].map((f) => path.join('native', f))];
 
 function say(line) {
   process.stdout.write(`janus4o-tf: ${line}\n`);
@@ -43,15 +44,15 @@ function findNodeDir() {
 }
 
 function upToDate() {
-  if (!fs.existsSync(ADDON)) return false;
-  const built = fs.statSync(ADDON).mtimeMs;
+  if (!ADDONS.every((a) => fs.existsSync(a))) return false;
+  const built = Math.min(...ADDONS.map((a) => fs.statSync(a).mtimeMs));
   return SOURCES.every((f) => fs.statSync(path.join(ROOT, f)).mtimeMs <= built);
 }
 
 function main() {
   if (process.env.JANUS4O_NATIVE === '0') notBuilt('JANUS4O_NATIVE=0');
   if (!process.argv.includes('--force') && upToDate()) {
-    say('native matrix kernels up to date (build/Release/janus4o_native.node)');
+    say('native kernels up to date (build/Release/janus4o_native.node, janus4o_shm.node)');
     return;
   }
   // The same rule as test/native_kernels.test.ts: no working C compiler, no native kernels expected.
@@ -67,13 +68,13 @@ function main() {
   fs.mkdirSync(path.dirname(LOG), { recursive: true });
   fs.writeFileSync(LOG, log);
   if (/\bdownload(ing)?\b.*https?:\/\//i.test(log)) say('warning: node-gyp tried to download something; see build/native-build.log');
-  if (r.error || r.status !== 0 || !fs.existsSync(ADDON)) {
+  if (r.error || r.status !== 0 || !ADDONS.every((a) => fs.existsSync(a))) {
     // The first line that says what went wrong: a compiler error, make's, or node-gyp's own.
     const first = log.split('\n').find((l) => /error:|make: \*\*\*|gyp ERR! stack Error|not found/i.test(l) && !l.startsWith('gyp info'));
     const why = r.error ? r.error.message : first ? first.trim().slice(0, 160) : `node-gyp exited with ${r.status}`;
     notBuilt(`${why}; log: build/native-build.log`);
   }
-  say('built native matrix kernels (build/Release/janus4o_native.node)');
+  say('built native kernels (build/Release/janus4o_native.node: matrix products; janus4o_shm.node: shared mappings)');
 }
 
 main();

@@ -23,6 +23,7 @@ import { PRE_AUTH_MAX_PAYLOAD, clientHandshake, controlFrame, deriveKey } from '
 import { encodeError, FramedSocket, FrameKind } from './framing';
 import { Communicator, RingCommunicator } from './collectives';
 import { acceptAuthenticated, boundAddress, closeServer, connectWithRetry, listen } from './net_util';
+import { shmNativeReason } from './shm_native';
 import { DEFAULT_SEGMENT_BYTES, DEFAULT_SHM_DIR, setupShmGroup, ShmOptions, ShmSegments } from './shm';
 import { ShmCommunicator } from './shm_collectives';
 import { describeTopology, planTopology, Topology } from './topology';
@@ -388,7 +389,10 @@ async function buildRing(
       if (o.rank === 0) log(`using the TCP ring: shared memory is unavailable on ${failedGroups} group(s)`);
       return global;
     }
-    if (o.rank === 0) log(`transport: ${describeTopology(topology)}`);
+    if (o.rank === 0) {
+      const how = segments === null ? '' : segments.isMapped ? ' (segments mapped: native/shm_map.c)' : ` (pwrite/pread: ${shmNativeReason()})`;
+      log(`transport: ${describeTopology(topology)}${how}`);
+    }
     return new ShmCommunicator({
       rank: o.rank, worldSize: o.worldSize, groups: topology.groups, global, local: topology.kind === 'shm' ? global : local, leaders, segments, log,
       opTimeoutMs: o.opTimeoutMs, spinWait: o.shm?.spinWait,

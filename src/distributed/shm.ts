@@ -1,7 +1,9 @@
 /**
  * Shared-memory segments for the ranks of one node: one preallocated file per rank on a tmpfs (/dev/shm),
- * written only by its owner (pwrite) and read by the others (pread), in large chunks. Node has no mmap without a
- * native module; large positioned reads and writes of a tmpfs file are plain memory copies in the kernel.
+ * written only by its owner and read by the others, in large chunks. Node has no mmap: with the shared-mapping
+ * addon (shm_native.ts, native/shm_map.c) every segment is mapped once and float32 data moves with plain memory
+ * copies, summed straight out of the peers' mappings; without it, with pwrite/pread (a kernel copy each way,
+ * plus a copy into WebAssembly memory for the SIMD sums). Both paths give the same bits.
  *
  * Security and cleanup:
  *   - names are `janus4o-<hash of the job secret>.<job nonce>.<rank>`: nobody without the secret can predict
@@ -25,6 +27,7 @@ import type { Communicator } from './collectives';
 import { DistributedError, Logger } from './errors';
 import { decodeAdd16, decode16, encode16, ExchangeDtype } from './wire';
 import { SimdKernels, simdKernels } from './simd';
+import { ShmNative, shmNative } from './shm_native';
 import { MAX_FRACTION_OF_FREE, MIN_CHUNK_ELEMENTS, SLOT_SETS, ShmOptions, chunkElementsFor, freeBytes, segmentName } from './shm_files';
 
 export { DEFAULT_SHM_DIR, DEFAULT_SEGMENT_BYTES, MIN_CHUNK_ELEMENTS, SLOT_SETS, segmentPrefix, segmentName, removeJobSegments, freeBytes, chunkElementsFor } from './shm_files';
@@ -132,6 +135,8 @@ export class ShmSegments {
   private readonly counter = new Float64Array(1);
   private readonly counterIn = new Float64Array(1);
   private closed = false;
+  /** With the shared-mapping addon: every segment mapped (this rank's writable), and the addon; else null. */
+  private readonly mapped: { views: Uint8Array[]; native: ShmNative } | null;
 
   constructor(
     private readonly fds: number[],
@@ -139,7 +144,15 @@ export class ShmSegments {
     readonly groupSize: number,
     /** Floats per slot. */
     readonly chunkElements: number,
-  ) {}
+    native: ShmNative | null = shmNative(),
+  ) {
+    this.mapped = native ? mapAll(native, fds, index, segmentBytes(groupSize, chunkElements)) : null;
+  }
+
+  /** Whether float32 transfers go through shared mappings (else pwrite/pread). */
+  get isMapped(): boolean {
+    return this.mapped !== null;
+  }
 
   get segmentBytes(): number {
     return segmentBytes(this.groupSize, this.chunkElements);
@@ -147,6 +160,7 @@ export class ShmSegments {
 
   /** Publishes this rank's arrival counter (after its data writes: the kernel orders them for readers). */
   post(counter: number): void {
+    this.mapped?.native.fence();
     this.counter[0] = counter;
     writeFully(this.fds[this.index], bytesOf(this.counter), 0, 8, 0);
   }
@@ -154,12 +168,17 @@ export class ShmSegments {
   /** A peer's arrival counter. */
   arrived(peer: number): number {
     readFully(this.fds[peer], bytesOf(this.counterIn), 0, 8, 0);
+    this.mapped?.native.fence();
     return this.counterIn[0];
   }
 
   /** Writes `src` to slot `slot` of this rank's own segment, from element `offset` of the slot. */
   write(slot: number, src: Float32Array, dtype: ExchangeDtype, offset = 0): void {
     const fd = this.fds[this.index];
+    if (dtype === 'float32' && this.mapped) {
+      this.mapped.views[this.index].set(bytesOf(src), this.position(slot, offset, src.length, dtype));
+      return;
+    }
     if (dtype === 'float32') {
       writeFully(fd, bytesOf(src), 0, src.byteLength, this.position(slot, offset, src.length, dtype));
       return;
@@ -173,6 +192,11 @@ export class ShmSegments {
 
   /** dst = slot `slot` of `peer`'s segment (dst.length elements from element `offset`). */
   read(peer: number, slot: number, dst: Float32Array, dtype: ExchangeDtype, offset = 0): void {
+    if (dtype === 'float32' && this.mapped) {
+      const at = this.position(slot, offset, dst.length, dtype);
+      bytesOf(dst).set(this.mapped.views[peer].subarray(at, at + dst.byteLength));
+      return;
+    }
     if (dtype === 'float32') {
       readFully(this.fds[peer], bytesOf(dst), 0, dst.byteLength, this.position(slot, offset, dst.length, dtype));
       return;
@@ -189,6 +213,14 @@ export class ShmSegments {
    * slot `slot` of this rank's segment while it is still in cache.
    */
   reduce(peers: readonly number[], slot: number, own: Float32Array, dtype: ExchangeDtype, divisor: number, writeBack: ExchangeDtype | null): void {
+    if (this.mapped && dtype === 'float32' && (writeBack === null || writeBack === 'float32')) {
+      // One pass over the peers' mappings, writing the result where the peers read it.
+      const n = own.length;
+      const at = this.position(slot, 0, n, 'float32');
+      const view = (r: number): Float32Array => new Float32Array(this.mapped!.views[r].buffer, at, n);
+      this.mapped.native.reduce(own, peers.map(view), divisor, writeBack ? view(this.index) : null);
+      return;
+    }
     const k = this.simd;
     for (let a = 0; a < own.length; a += SUB) {
       const o = own.subarray(a, Math.min(own.length, a + SUB));
@@ -294,6 +326,15 @@ export class ShmSegments {
       throw new RangeError(`shared-memory access outside slot ${slot} (${offset}+${n} of ${this.chunkElements})`);
     }
     return HEADER_BYTES + slot * this.chunkElements * 4 + offset * (dtype === 'float32' ? 4 : 2);
+  }
+}
+
+/** Maps every open segment (this rank's writable, the peers' read-only); null if any mapping fails. */
+function mapAll(native: ShmNative, fds: readonly number[], index: number, bytes: number): { views: Uint8Array[]; native: ShmNative } | null {
+  try {
+    return { views: fds.map((fd, r) => new Uint8Array(native.map(fd, bytes, r === index))), native };
+  } catch {
+    return null;
   }
 }
 
