@@ -22,7 +22,7 @@ function say(line) {
 }
 
 function notBuilt(why) {
-  say(`native matrix kernels not built (${why}); the plain wasm kernels will be used`);
+  say(`native kernels not built (${why}); the plain wasm kernels and pwrite/pread shared memory will be used`);
   process.exit(0);
 }
 
