@@ -59,3 +59,20 @@ export function processAlive(pid: number): boolean {
     return false;
   }
 }
+
+/** A shaped float32 array of deterministic values in [-1, 1) (a small LCG), the same on every backend. */
+export interface LcgArray {
+  shape: number[];
+  values: Float32Array;
+}
+
+export function lcgArray(shape: number[], seed: number): LcgArray {
+  let s = (seed * 2654435761) >>> 0 || 1;
+  const n = shape.reduce((a, b) => a * b, 1);
+  const values = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    values[i] = s / 2 ** 31 - 1;
+  }
+  return { shape, values };
+}

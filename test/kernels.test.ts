@@ -8,26 +8,14 @@ import { listCpuFallbackOps, kernelNamesUsed } from '../src/kernels';
 import { stockBatchMatMul } from '../src/kernels/batch_mat_mul';
 import { conv2DBackpropInputWith, stockConv2DBackpropInput, strategyFor, BackpropInputStrategy } from '../src/kernels/conv2d_backprop_input';
 import { KernelArgs } from '../src/kernels/wasm_util';
+import { LcgArray, lcgArray } from './helpers';
 
 type Backend = 'cpu' | 'wasm';
 type Pad = 'same' | 'valid' | tf.backend_util.ExplicitPadding;
 
-interface Arr {
-  shape: number[];
-  values: Float32Array;
-}
-
-/** Deterministic inputs (a small LCG), so cpu and wasm see identical data. */
-function randArr(shape: number[], seed: number): Arr {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  const n = shape.reduce((a, b) => a * b, 1);
-  const values = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    values[i] = s / 2 ** 31 - 1;
-  }
-  return { shape, values };
-}
+type Arr = LcgArray;
+/** Deterministic inputs, so every backend sees identical data. */
+const randArr = lcgArray;
 
 const T = (a: Arr): tf.Tensor => tf.tensor(a.values, a.shape);
 

@@ -13,25 +13,14 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend';
 import { kernelCallCounts, nativeAddon, nativeStatus, resetKernelCallCounts, setNativeEnabled, defaultNativeThreads } from '../src/kernels/native';
 import { WasmBackendLike } from '../src/kernels/wasm_util';
+import { LcgArray, lcgArray } from './helpers';
 
 const hasCompiler = spawnSync(process.env.CC || 'cc', ['--version'], { stdio: 'ignore' }).status === 0;
 const expectNative = process.env.JANUS4O_NATIVE !== '0' && hasCompiler;
 
-interface Arr {
-  shape: number[];
-  values: Float32Array;
-}
-
-function randArr(shape: number[], seed: number): Arr {
-  let s = (seed * 2654435761) >>> 0 || 1;
-  const n = shape.reduce((a, b) => a * b, 1);
-  const values = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    values[i] = s / 2 ** 31 - 1;
-  }
-  return { shape, values };
-}
+type Arr = LcgArray;
+/** Deterministic inputs, so every backend sees identical data. */
+const randArr = lcgArray;
 
 const T = (a: Arr): tf.Tensor => tf.tensor(a.values, a.shape);
 

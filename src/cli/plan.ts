@@ -12,10 +12,11 @@ import { formatTrainingPlan, PlanTransport, SettingEstimate, Throughput, trainin
 
 /**
  * All-reduce bus bandwidth per transport when neither --allreduce-gbps nor --bench gives one: the 256 MiB figures
- * of the all-reduce bench with N = 8 on the development VM (2 vCPUs; docs/distributed.md). Machines with more cores and memory
+ * of the all-reduce bench with N = 8 on the development VM (2 vCPUs; shared memory mapped by the native part;
+ * docs/distributed.md). Machines with more cores and memory
  * bandwidth do better; measure yours with `node dist/distributed/bench.js` and pass --bench.
  */
-export const DEFAULT_BUS_GBPS: Record<PlanTransport, number> = { tcp: 0.18, shm: 0.43, hierarchical: 0.3 };
+export const DEFAULT_BUS_GBPS: Record<PlanTransport, number> = { tcp: 0.17, shm: 0.98, hierarchical: 0.51 };
 
 interface PlanArgs {
   preset: string;
