@@ -76,3 +76,47 @@ export function lcgArray(shape: number[], seed: number): LcgArray {
   }
   return { shape, values };
 }
+
+/** Largest |actual - expected| over the largest |expected| (both the same length). */
+export function relErr(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  expect(actual.length).toBe(expected.length);
+  let diff = 0;
+  let scale = 1e-12;
+  for (let i = 0; i < expected.length; i++) {
+    diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
+    scale = Math.max(scale, Math.abs(expected[i]));
+  }
+  return diff / scale;
+}
+
+/** op(a) @ op(b) in float64, with numpy batch broadcasting: the reference every matmul kernel is checked against. */
+export function refMatMul(a: LcgArray, b: LcgArray, ta: boolean, tb: boolean): Float64Array {
+  const ar = a.shape.length;
+  const br = b.shape.length;
+  const [m, k] = ta ? [a.shape[ar - 1], a.shape[ar - 2]] : [a.shape[ar - 2], a.shape[ar - 1]];
+  const n = tb ? b.shape[br - 2] : b.shape[br - 1];
+  const rank = Math.max(ar, br) - 2;
+  const pad = (s: number[]): number[] => [...new Array<number>(rank - (s.length - 2)).fill(1), ...s.slice(0, -2)];
+  const [oa, ob] = [pad(a.shape), pad(b.shape)];
+  const outer = oa.map((d, i) => Math.max(d, ob[i]));
+  const batches = outer.reduce((x, y) => x * y, 1);
+  const out = new Float64Array(batches * m * n);
+  for (let bi = 0; bi < batches; bi++) {
+    let [rem, ia, ib, sa, sb] = [bi, 0, 0, 1, 1];
+    for (let d = rank - 1; d >= 0; d--) {
+      const q = rem % outer[d];
+      rem = Math.floor(rem / outer[d]);
+      ia += (oa[d] === 1 ? 0 : q) * sa;
+      ib += (ob[d] === 1 ? 0 : q) * sb;
+      sa *= oa[d];
+      sb *= ob[d];
+    }
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < n; j++) {
+        let acc = 0;
+        for (let q = 0; q < k; q++) acc += a.values[ia * m * k + (ta ? q * m + i : i * k + q)] * b.values[ib * k * n + (tb ? j * k + q : q * n + j)];
+        out[(bi * m + i) * n + j] = acc;
+      }
+  }
+  return out;
+}

@@ -13,7 +13,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../src/backend';
 import { kernelCallCounts, nativeAddon, nativeStatus, resetKernelCallCounts, setNativeEnabled, defaultNativeThreads } from '../src/kernels/native';
 import { WasmBackendLike } from '../src/kernels/wasm_util';
-import { LcgArray, lcgArray } from './helpers';
+import { LcgArray, lcgArray, refMatMul, relErr } from './helpers';
 
 const hasCompiler = spawnSync(process.env.CC || 'cc', ['--version'], { stdio: 'ignore' }).status === 0;
 const expectNative = process.env.JANUS4O_NATIVE !== '0' && hasCompiler;
@@ -24,16 +24,6 @@ const randArr = lcgArray;
 
 const T = (a: Arr): tf.Tensor => tf.tensor(a.values, a.shape);
 
-function relErr(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  expect(actual.length).toBe(expected.length);
-  let diff = 0;
-  let scale = 1e-12;
-  for (let i = 0; i < expected.length; i++) {
-    diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
-    scale = Math.max(scale, Math.abs(expected[i]));
-  }
-  return diff / scale;
-}
 
 function run(fn: () => tf.Tensor | tf.Tensor[]): Float32Array[] {
   const out = tf.tidy(fn);
@@ -79,37 +69,6 @@ function expectNativeMatchesWasm(fn: () => tf.Tensor | tf.Tensor[], tol = 1e-5):
   }
 }
 
-/** float64 reference with numpy batch broadcasting. */
-function refMatMul(a: Arr, b: Arr, ta: boolean, tb: boolean): Float64Array {
-  const ar = a.shape.length;
-  const br = b.shape.length;
-  const [m, k] = ta ? [a.shape[ar - 1], a.shape[ar - 2]] : [a.shape[ar - 2], a.shape[ar - 1]];
-  const n = tb ? b.shape[br - 2] : b.shape[br - 1];
-  const rank = Math.max(ar, br) - 2;
-  const pad = (s: number[]): number[] => [...new Array<number>(rank - (s.length - 2)).fill(1), ...s.slice(0, -2)];
-  const [oa, ob] = [pad(a.shape), pad(b.shape)];
-  const outer = oa.map((d, i) => Math.max(d, ob[i]));
-  const batches = outer.reduce((x, y) => x * y, 1);
-  const out = new Float64Array(batches * m * n);
-  for (let bi = 0; bi < batches; bi++) {
-    let [rem, ia, ib, sa, sb] = [bi, 0, 0, 1, 1];
-    for (let d = rank - 1; d >= 0; d--) {
-      const q = rem % outer[d];
-      rem = Math.floor(rem / outer[d]);
-      ia += (oa[d] === 1 ? 0 : q) * sa;
-      ib += (ob[d] === 1 ? 0 : q) * sb;
-      sa *= oa[d];
-      sb *= ob[d];
-    }
-    for (let i = 0; i < m; i++)
-      for (let j = 0; j < n; j++) {
-        let acc = 0;
-        for (let q = 0; q < k; q++) acc += a.values[ia * m * k + (ta ? q * m + i : i * k + q)] * b.values[ib * k * n + (tb ? j * k + q : q * n + j)];
-        out[(bi * m + i) * n + j] = acc;
-      }
-  }
-  return out;
-}
 
 // [name, a shape, b shape, transposeA, transposeB]: edges of every tile size (MR 12/6/4, NR 32/16, MC 144,
 // KC 256, NC 512), all four transpose combinations, folded and true batches, one- and two-sided broadcasts.

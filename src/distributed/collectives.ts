@@ -183,9 +183,8 @@ export class RingCommunicator implements Communicator {
 
   broadcast(buf: Float32Array, options: BroadcastOptions = {}): Promise<Float32Array> {
     const root = options.root ?? 0;
-    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) {
-      return Promise.reject(new RangeError(`broadcast root ${root} is not a rank of a world of ${this.worldSize}`));
-    }
+    const bad = badBroadcastRoot(root, this.worldSize);
+    if (bad) return Promise.reject(bad);
     return this.enqueue(
       { kind: FrameKind.Broadcast, name: 'broadcast', buf, steps: 1, reduceSteps: 0, average: false, root, tag: options.tag ?? '' },
       () => buf,
@@ -440,6 +439,11 @@ export class RingCommunicator implements Communicator {
 
 export function checkBuffer(buf: Float32Array, name: string): void {
   if (!(buf instanceof Float32Array)) throw new TypeError(`${name}: expected a Float32Array`);
+}
+
+/** The error for a broadcast root that is not a rank of the world, or null. */
+export function badBroadcastRoot(root: number, worldSize: number): RangeError | null {
+  return Number.isInteger(root) && root >= 0 && root < worldSize ? null : new RangeError(`broadcast root ${root} is not a rank of a world of ${worldSize}`);
 }
 
 /** allGather for any communicator with an in-place all-gather: this rank's block placed at its offset, then gathered. */

@@ -33,7 +33,7 @@
  * bytes. Gathers of leaders' partial sums and the leaders' ring stay float32.
  */
 import * as os from 'os';
-import { BroadcastOptions, CollectiveOptions, Communicator, DEFAULT_OP_TIMEOUT_MS, ReduceOptions, RingCommunicator, allGatherThroughInPlace, checkBuffer } from './collectives';
+import { BroadcastOptions, CollectiveOptions, Communicator, DEFAULT_OP_TIMEOUT_MS, ReduceOptions, RingCommunicator, allGatherThroughInPlace, badBroadcastRoot, checkBuffer } from './collectives';
 import { DistributedError, Logger } from './errors';
 import { fingerprint32 } from './framing';
 import { bucketCount, mod, pieceRange, Range, referenceAllReduce, shardRange } from './layout';
@@ -169,9 +169,8 @@ export class ShmCommunicator implements Communicator {
 
   broadcast(buf: Float32Array, options: BroadcastOptions = {}): Promise<Float32Array> {
     const root = options.root ?? 0;
-    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize) {
-      return Promise.reject(new RangeError(`broadcast root ${root} is not a rank of a world of ${this.worldSize}`));
-    }
+    const bad = badBroadcastRoot(root, this.worldSize);
+    if (bad) return Promise.reject(bad);
     return this.enqueue(Op.Broadcast, buf, options, root, async (run) => {
       await this.broadcastFrom(run, buf, root, options.tag ?? '');
       return buf;
