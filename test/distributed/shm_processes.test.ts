@@ -22,10 +22,13 @@ beforeAll(() => {
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 
-/** Every janus4o file in /dev/shm (any job). */
-function shmFiles(): string[] {
+/**
+ * This job's files in /dev/shm. Only this job's: other suites run beside this one (jest workers) and their jobs'
+ * segments are briefly named while they are set up, so a snapshot of every janus4o file races with them.
+ */
+function jobShmFiles(): string[] {
   try {
-    return fs.readdirSync(DEFAULT_SHM_DIR).filter((f) => f.startsWith('janus4o-') && !f.startsWith('janus4o-test-')).sort();
+    return fs.readdirSync(DEFAULT_SHM_DIR).filter((f) => f.startsWith(segmentPrefix(JOB_SECRET))).sort();
   } catch {
     return [];
   }
@@ -47,7 +50,7 @@ const shmAvailable = fs.existsSync(DEFAULT_SHM_DIR);
   ['hierarchical, 2 groups of 2', 4, '2', 3],
   ['shared memory', 2, '', 1],
 ])('%s, N=%i: SIGKILL of a worker mid-job ends it within 30 s blaming that worker; no /dev/shm file of the job before, during or after', async (kind, n, groupSize, victim) => {
-  const before = shmFiles();
+  expect(jobShmFiles()).toEqual([]);
   const extra: Record<string, string> = groupSize ? { JANUS4O_SHM_GROUP_SIZE: groupSize } : {};
   const launcher = startNode(path.join(distDir, 'cli.js'), ['--nproc', String(n), '--grace-ms', '3000', '--', WORKER, 'loop'], {
     JANUS4O_DIST_DIR: distDir, TEST_OUT: tmp, TEST_LENGTH: String(3 << 20), JANUS4O_JOB_SECRET: JOB_SECRET, TEST_PRINT_TRANSPORT: '1', ...extra,
@@ -57,7 +60,7 @@ const shmAvailable = fs.existsSync(DEFAULT_SHM_DIR);
     await launcher.waitFor('[rank 0] ITER 10', 60_000);
     expect(launcher.output()).toContain(`[rank 0] TRANSPORT ${kind === 'shared memory' ? `shared memory (${n} ranks)` : 'hierarchical (2 groups'}`);
     // Running: the segments exist only as open files, never under a name.
-    expect(shmFiles()).toEqual(before);
+    expect(jobShmFiles()).toEqual([]);
     const killedAt = Date.now();
     process.kill(pids[victim], 'SIGKILL');
     const res = await launcher.done;
@@ -65,8 +68,7 @@ const shmAvailable = fs.existsSync(DEFAULT_SHM_DIR);
     expect(res.code).not.toBe(0);
     expect(res.stderr).toMatch(new RegExp(`janus4o launch: worker rank ${victim} \\(pid \\d+\\) was killed by SIGKILL`));
     for (const pid of pids) expect(alive(pid)).toBe(false);
-    expect(shmFiles()).toEqual(before);
-    expect(shmFiles().filter((f) => f.startsWith(segmentPrefix(JOB_SECRET)))).toEqual([]);
+    expect(jobShmFiles()).toEqual([]);
   } finally {
     for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
   }
